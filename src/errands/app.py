@@ -1,0 +1,390 @@
+"""The :class:`App` facade: configuration, the worker registry, enqueue, run.
+
+It holds no job logic of its own: validation lives in :mod:`errands.job` and
+:mod:`errands.config`, storage in :mod:`errands.engines`, execution in
+:mod:`errands.runtime`.
+
+Example::
+
+    import errands
+
+    app = errands.App("sqlite:///errands.db", queues={"default": 10, "mail": 5})
+
+    @app.job(queue="mail", max_attempts=5)
+    def send_email(to: str, subject: str) -> None: ...
+
+    send_email.enqueue(to="a@b.c", subject="hi")
+    app.run()   # until SIGTERM / SIGINT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ParamSpec, TypeVar, overload
+
+from errands import codec
+from errands.config import QUEUE_NAME, QueueConfig, Settings, parse_database_url, parse_queues
+from errands.engines import Engine, create_engine
+from errands.errors import ConfigError, InvalidJobError
+from errands.job import DEFAULT_MAX_ATTEMPTS, Job, JobOptions, NewJob
+from errands.runtime.drain import drain as run_drain
+from errands.runtime.node import Node
+from errands.worker import JobFunction, Registry, Worker, function_worker
+
+__all__ = ["App"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+W = TypeVar("W", bound=type[Worker])
+
+
+def _job_options(options: JobOptions | None, extra: Mapping[str, Any]) -> JobOptions | None:
+    if not extra:
+        return options
+    try:
+        given = JobOptions(**extra)
+    except TypeError as exc:
+        raise InvalidJobError(f"unknown job option: {exc}") from None
+    return given if options is None else options.merged(given)
+
+
+class App:
+    """One errands application: a database, queues, and registered workers.
+
+    Args:
+        database_url: ``sqlite:///path.db`` or ``postgresql://...``; default
+            ``$ERRANDS_DATABASE_URL`` or ``sqlite:///errands.db``.
+        queues: ``{name: limit}`` or ``{name: {"limit": n, "paused": bool}}``;
+            the queues this app's workers run (default ``{"default": 10}``).
+        rescue_after: seconds without a heartbeat before a producer's jobs are rescued.
+        schema: PostgreSQL schema for the tables (default ``public``).
+        auto_migrate: create/upgrade tables on first use; default True for
+            SQLite, False for PostgreSQL (run ``errands migrate`` there).
+        node: this process's name in the producers table (default host-pid-random).
+        **settings: timings of :class:`~errands.config.Settings` (``poll_interval``,
+            ``grace_period``, ``prune_after``, ...).
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        queues: Mapping[str, Any] | None = None,
+        rescue_after: float = 30.0,
+        schema: str | None = None,
+        auto_migrate: bool | None = None,
+        node: str | None = None,
+        **settings: Any,
+    ) -> None:
+        self.database_url = parse_database_url(database_url)
+        self.queues: dict[str, QueueConfig] = parse_queues(queues)
+        try:
+            self.settings = Settings(rescue_after=rescue_after, **settings)
+        except TypeError as exc:
+            known = ", ".join(Settings.__dataclass_fields__)
+            raise ConfigError(f"unknown App option: {exc} (known: {known})") from None
+        self.schema = schema
+        self.auto_migrate = (
+            self.database_url.dialect == "sqlite" if auto_migrate is None else auto_migrate
+        )
+        self.node_name = node
+        self.registry = Registry()
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+        self._schema_ready = False
+        self._node: Node | None = None
+
+    def __repr__(self) -> str:
+        return f"<errands.App {self.database_url.masked} queues={list(self.queues)}>"
+
+    # -- storage ------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        """The storage engine, created on first use (constructing an App never connects)."""
+        if self._engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    self._engine = create_engine(self.database_url.url, schema=self.schema)
+        return self._engine
+
+    def ensure_schema(self) -> None:
+        """Migrate (when ``auto_migrate``) or check the schema, once per app."""
+        if self._schema_ready:
+            return
+        if self.auto_migrate:
+            self.engine.migrate()
+        else:
+            self.engine.check_schema()
+        self._schema_ready = True
+
+    def migrate(self) -> int:
+        """Create or upgrade errands' tables; return the schema version."""
+        version = self.engine.migrate()
+        self._schema_ready = True
+        return version
+
+    def close(self) -> None:
+        """Close the engine's connections; the app reconnects on next use."""
+        if self._engine is not None:
+            self._engine.close()
+
+    def queue_config(self, name: str) -> QueueConfig:
+        """The options of queue ``name`` (a configured one, else limit 10)."""
+        if name in self.queues:
+            return self.queues[name]
+        return parse_queues({name: 10})[name]
+
+    # -- registry -----------------------------------------------------------------
+    @overload
+    def job(self, fn: Callable[P, R], /) -> JobFunction[P, R]: ...
+
+    @overload
+    def job(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        tags: list[str] | None = None,
+    ) -> Callable[[Callable[P, R]], JobFunction[P, R]]: ...
+
+    def job(
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        tags: list[str] | None = None,
+    ) -> JobFunction[P, R] | Callable[[Callable[P, R]], JobFunction[P, R]]:
+        """Turn a function (``def`` or ``async def``) into a registered job.
+
+        Example::
+
+            @app.job(queue="mail", max_attempts=5)
+            def send_email(to: str) -> None: ...
+        """
+        options = JobOptions(
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            tags=None if tags is None else tuple(tags),
+        )
+
+        def decorate(func: Callable[P, R]) -> JobFunction[P, R]:
+            worker = self.registry.add(function_worker(func, name, options))
+            return JobFunction(self, func, worker)
+
+        return decorate if fn is None else decorate(fn)
+
+    def register(self, worker: W) -> W:
+        """Register a :class:`~errands.Worker` subclass (usable as a decorator)."""
+        self.registry.add(worker)
+        return worker
+
+    # -- enqueue --------------------------------------------------------------------
+    def new_job(
+        self,
+        worker: str | type[Worker] | JobFunction[Any, Any],
+        args: Mapping[str, Any] | None = None,
+        options: JobOptions | None = None,
+        **extra: Any,
+    ) -> NewJob:
+        """Validate and encode a job without inserting it (for :meth:`enqueue_many`)."""
+        cls = self.registry.resolve(worker)
+        if args is None:
+            args = {}
+        if not isinstance(args, Mapping):
+            raise InvalidJobError(f"args of {cls.name!r} must be a dict, got {type(args).__name__}")
+        args = dict(args)
+        cls.check_args(args)
+        chosen = _job_options(options, extra)
+        opts = cls.defaults if chosen is None else cls.defaults.merged(chosen)
+        queue = opts.queue or "default"
+        if not QUEUE_NAME.match(queue):
+            raise InvalidJobError(f"queue must be 1-128 letters, digits or _.:- characters, got {queue!r}")
+        return NewJob(
+            worker=cls.name,
+            queue=queue,
+            args=args,
+            args_json=codec.encode(args, f"args of {cls.name!r}"),
+            meta_json=codec.encode(opts.meta or {}, "meta"),
+            tags_json=codec.encode(list(opts.tags or ()), "tags"),
+            priority=opts.priority or 0,
+            max_attempts=opts.max_attempts or DEFAULT_MAX_ATTEMPTS,
+            scheduled_at=opts.run_at(),
+            timeout=opts.timeout,
+        )
+
+    def enqueue_many(self, jobs: Iterable[NewJob], *, conn: Any = None) -> list[Job]:
+        """Insert many jobs in one round trip; ``conn`` joins the caller's transaction.
+
+        Example: ``app.enqueue_many([send_email.new(to=a) for a in addresses])``
+        """
+        batch = list(jobs)
+        for item in batch:
+            if not isinstance(item, NewJob):
+                raise InvalidJobError(
+                    f"enqueue_many takes jobs made by fn.new(...) or app.new_job(...), got {item!r}"
+                )
+        self.ensure_schema()
+        inserted = self.engine.insert(batch, conn=conn)
+        node = self._node
+        if node is not None and conn is None:
+            for queue in {job.queue for job in inserted}:
+                node.wake(queue)
+        return inserted
+
+    def enqueue(
+        self,
+        worker: str | type[Worker] | JobFunction[Any, Any],
+        args: Mapping[str, Any] | None = None,
+        *,
+        conn: Any = None,
+        options: JobOptions | None = None,
+        **extra: Any,
+    ) -> Job:
+        """Insert one job; options (``priority=2``, ``schedule_in=60``...) as keywords.
+
+        Example: ``app.enqueue("reports.Report", args={"day": "2026-01-01"}, priority=1)``
+        """
+        return self.enqueue_many([self.new_job(worker, args, options, **extra)], conn=conn)[0]
+
+    async def aenqueue(
+        self,
+        worker: str | type[Worker] | JobFunction[Any, Any],
+        args: Mapping[str, Any] | None = None,
+        *,
+        conn: Any = None,
+        options: JobOptions | None = None,
+        **extra: Any,
+    ) -> Job:
+        """The async twin of :meth:`enqueue` (the database call runs in a thread)."""
+        new = self.new_job(worker, args, options, **extra)
+        return (await asyncio.to_thread(self.enqueue_many, [new], conn=conn))[0]
+
+    async def aenqueue_many(self, jobs: Iterable[NewJob], *, conn: Any = None) -> list[Job]:
+        """The async twin of :meth:`enqueue_many`."""
+        return await asyncio.to_thread(self.enqueue_many, list(jobs), conn=conn)
+
+    # -- inspection and control -------------------------------------------------------
+    def get_job(self, job_id: int) -> Job | None:
+        """The job with this id, or ``None``."""
+        self.ensure_schema()
+        return self.engine.get_job(job_id)
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        worker: str | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """Jobs matching the filters, newest first. Example: ``app.list_jobs(state="retryable")``."""
+        if state is not None:
+            from errands.job import JobState
+
+            try:
+                JobState(state)
+            except ValueError:
+                known = ", ".join(s.value for s in JobState)
+                raise InvalidJobError(f"state must be one of {known}, got {state!r}") from None
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidJobError(f"limit must be an int >= 1, got {limit!r}")
+        self.ensure_schema()
+        return self.engine.list_jobs(state=state, queue=queue, worker=worker, limit=limit)
+
+    def retry_job(self, job_id: int) -> Job | None:
+        """Run a retryable or finished job again now; ``None`` if it cannot be retried."""
+        self.ensure_schema()
+        job = self.engine.retry_job(job_id)
+        if job is not None and self._node is not None:
+            self._node.wake(job.queue)
+        return job
+
+    def cancel_job(self, job_id: int) -> Job | None:
+        """Cancel a job that has not finished; ``None`` if it already had."""
+        self.ensure_schema()
+        return self.engine.cancel_job(job_id)
+
+    def delete_job(self, job_id: int) -> bool:
+        """Delete a job that is not executing; True if it was deleted."""
+        self.ensure_schema()
+        return self.engine.delete_job(job_id)
+
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        """Job counts by queue and state: ``{"mail": {"available": 3, ...}}``."""
+        self.ensure_schema()
+        return self.engine.queue_counts()
+
+    # -- running ----------------------------------------------------------------------
+    @property
+    def node(self) -> Node | None:
+        """The running node, between :meth:`start` and :meth:`stop`."""
+        return self._node
+
+    async def start(self, queues: list[str] | None = None) -> Node:
+        """Start working the queues in the running event loop; returns the node."""
+        if self._node is not None:
+            raise RuntimeError("this app is already running; call stop() first")
+        node = Node(self, queues=queues)
+        self._node = node
+        try:
+            await node.start()
+        except BaseException:
+            self._node = None
+            await node.stop(grace=0)
+            raise
+        return node
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop gracefully: no new jobs, running ones get ``grace`` seconds. Safe twice."""
+        node, self._node = self._node, None
+        if node is not None:
+            await node.stop(grace)
+
+    def run(self, queues: list[str] | None = None) -> None:
+        """Work the queues until SIGTERM or SIGINT, then stop gracefully (blocking)."""
+        asyncio.run(self._run_until_signal(queues))
+
+    async def _run_until_signal(self, queues: list[str] | None) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await self.start(queues)
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    def drain(self, queue: str | None = None, *, with_scheduled: bool = False) -> dict[str, int]:
+        """Run available jobs now, in this thread; return counts by outcome state.
+
+        Example: ``assert app.drain() == {"completed": 2}``
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self.ensure_schema()
+            return asyncio.run(run_drain(self, queue, with_scheduled=with_scheduled))
+        raise RuntimeError("app.drain() cannot run inside an event loop: use await app.adrain()")
+
+    async def adrain(self, queue: str | None = None, *, with_scheduled: bool = False) -> dict[str, int]:
+        """The async twin of :meth:`drain`."""
+        await asyncio.to_thread(self.ensure_schema)
+        return await run_drain(self, queue, with_scheduled=with_scheduled)

@@ -1,0 +1,200 @@
+"""The storage seam: one protocol every engine implements.
+
+The runtime and the :class:`~errands.App` facade talk to storage only through
+:class:`Engine`. Engine methods are synchronous and thread-safe: sync apps
+(Django, Flask) call them directly, and the async runtime calls them from a
+small thread pool so the event loop never waits on the database.
+
+"Now" is the engine's clock (the database server's, where there is one), so
+that several hosts with skewed clocks still agree on what is due and who is
+dead.
+
+Example (what a new engine must pass)::
+
+    pytest tests/conformance --engine=myengine
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Protocol, runtime_checkable
+
+from errands import codec
+from errands.job import Job, JobState, NewJob
+
+__all__ = ["Ack", "Engine", "ProducerInfo", "RescueCounts", "job_from_row", "load_sql"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The outcome of one attempt, fenced by ``(id, attempt, producer)``.
+
+    An engine applies it only while the job is still ``executing`` with that
+    attempt on that producer; otherwise the ack is stale and changes nothing.
+    """
+
+    id: int
+    attempt: int
+    producer: str
+    state: JobState
+    result: bytes | None = None
+    error: Mapping[str, Any] | None = None
+    #: Due time for ``retryable`` and snoozed (``scheduled``) outcomes.
+    scheduled_at: float | None = None
+    #: A snooze gives the attempt back.
+    snoozed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerInfo:
+    """A queue consumer in one node, as recorded in the producers table."""
+
+    id: str
+    node: str
+    queue: str
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class RescueCounts:
+    """Jobs rescued from dead producers: made available again, or discarded when spent."""
+
+    available: int = 0
+    discarded: int = 0
+
+    @property
+    def total(self) -> int:
+        """Both counts together."""
+        return self.available + self.discarded
+
+
+#: A callback an engine's listener calls with a queue name when jobs arrive.
+WakeUp = Callable[[str], None]
+
+
+@runtime_checkable
+class Listener(Protocol):
+    """A running notification listener; ``stop`` ends it."""
+
+    def stop(self) -> None:
+        """Stop listening; safe to call twice."""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Everything errands asks of its storage. Every method is thread-safe."""
+
+    dialect: str
+    #: How often (s) idle producers look for work when no wake-up arrives.
+    default_poll_interval: float
+
+    # -- schema -------------------------------------------------------------
+    def migrate(self) -> int:
+        """Create or upgrade the tables; return the schema version now stored."""
+
+    def check_schema(self) -> None:
+        """Raise :class:`~errands.errors.SchemaError` unless the schema is current."""
+
+    def close(self) -> None:
+        """Release connections; safe to call twice."""
+
+    # -- jobs -----------------------------------------------------------------
+    def insert(self, jobs: Sequence[NewJob], conn: Any = None) -> list[Job]:
+        """Insert ``jobs`` in one round trip; inside ``conn``'s transaction when given."""
+
+    def fetch(self, queue: str, limit: int, producer: str, workers: Sequence[str]) -> list[Job]:
+        """Claim up to ``limit`` available jobs of ``queue`` whose worker is in ``workers``."""
+
+    def ack(self, acks: Sequence[Ack]) -> int:
+        """Apply outcomes in one transaction; return how many were not stale."""
+
+    def stage(self, limit: int) -> list[str]:
+        """Make due scheduled/retryable jobs available; return the queues touched."""
+
+    def rescue(self, rescue_after: float) -> RescueCounts:
+        """Rescue executing jobs of producers silent for more than ``rescue_after`` s."""
+
+    def rescue_producer(self, producer: str) -> RescueCounts:
+        """Rescue the executing jobs of one producer now (it is shutting down)."""
+
+    def prune(self, older_than: float, limit: int) -> int:
+        """Delete up to ``limit`` finished jobs finished more than ``older_than`` s ago."""
+
+    # -- liveness -------------------------------------------------------------
+    def register_producer(self, producer: ProducerInfo) -> None:
+        """Record a producer as alive now."""
+
+    def heartbeat(self, producers: Sequence[str]) -> None:
+        """Mark these producers alive now."""
+
+    def unregister_producers(self, producers: Sequence[str]) -> None:
+        """Forget these producers (their node is stopping)."""
+
+    def acquire_leader(self, node: str, ttl: float) -> bool:
+        """Take or renew the leader lease for ``ttl`` seconds; True if ``node`` leads."""
+
+    def release_leader(self, node: str) -> None:
+        """Give the lease up if ``node`` holds it."""
+
+    # -- inspection and control ------------------------------------------------
+    def get_job(self, job_id: int) -> Job | None:
+        """The job with this id, or ``None``."""
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        worker: str | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """Jobs matching the filters, newest first."""
+
+    def retry_job(self, job_id: int) -> Job | None:
+        """Make a job ``available`` now (with one more attempt if spent)."""
+
+    def cancel_job(self, job_id: int) -> Job | None:
+        """Cancel a job that has not finished."""
+
+    def delete_job(self, job_id: int) -> bool:
+        """Delete a job that is not executing; True if a row went."""
+
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        """``{queue: {state: count}}`` over the whole table."""
+
+    def unknown_workers(self, queue: str, workers: Sequence[str]) -> list[str]:
+        """Worker names of available jobs in ``queue`` that are not in ``workers``."""
+
+    def listen(self, wake_up: WakeUp) -> Listener | None:
+        """Start calling ``wake_up(queue)`` when other processes insert; None if unsupported."""
+
+
+def load_sql(dialect: str, name: str) -> str:
+    """The text of ``engines/sql/<dialect>/<name>.sql``."""
+    return resources.files("errands.engines").joinpath("sql", dialect, f"{name}.sql").read_text()
+
+
+def job_from_row(row: Mapping[str, Any]) -> Job:
+    """Build a :class:`Job` from a row with the jobs table's columns (times as Unix seconds)."""
+    return Job(
+        id=row["id"],
+        worker=row["worker"],
+        queue=row["queue"],
+        args=codec.decode(row["args"]),
+        state=JobState(row["state"]),
+        priority=row["priority"],
+        attempt=row["attempt"],
+        max_attempts=row["max_attempts"],
+        meta=codec.decode(row["meta"]),
+        tags=codec.decode(row["tags"]),
+        errors=codec.decode(row["errors"]),
+        result=codec.decode(row["result"]),
+        timeout=row["timeout"],
+        inserted_at=row["inserted_at"],
+        scheduled_at=row["scheduled_at"],
+        attempted_at=row["attempted_at"],
+        finished_at=row["finished_at"],
+        attempted_by=row["attempted_by"],
+    )

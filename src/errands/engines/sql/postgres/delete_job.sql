@@ -1,0 +1,1 @@
+DELETE FROM {schema}.errands_jobs WHERE id = %(id)s AND state <> 'executing'

@@ -1,0 +1,1 @@
+SELECT * FROM {schema}.errands_jobs WHERE id = %(id)s

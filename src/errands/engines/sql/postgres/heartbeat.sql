@@ -1,0 +1,2 @@
+UPDATE {schema}.errands_producers SET heartbeat_at = now()
+WHERE id = ANY(%(producers)s::text[])

@@ -1,0 +1,1 @@
+INSERT INTO {schema}.errands_schema (version, name) VALUES (%(version)s, %(name)s)

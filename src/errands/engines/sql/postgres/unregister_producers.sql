@@ -1,0 +1,1 @@
+DELETE FROM {schema}.errands_producers WHERE id = ANY(%(producers)s::text[])

@@ -1,0 +1,1 @@
+DELETE FROM errands_producers WHERE heartbeat_at < :cutoff

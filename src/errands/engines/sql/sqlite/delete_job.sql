@@ -1,0 +1,1 @@
+DELETE FROM errands_jobs WHERE id = :id AND state <> 'executing'

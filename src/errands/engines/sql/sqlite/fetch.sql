@@ -1,0 +1,16 @@
+-- Claim up to :limit available jobs of one queue for one producer.
+-- attempt is counted here, at fetch, so a job that kills its worker still runs out.
+UPDATE errands_jobs
+SET state = 'executing',
+    attempt = attempt + 1,
+    attempted_at = :now,
+    attempted_by = :producer
+WHERE id IN (
+    SELECT id FROM errands_jobs
+    WHERE state = 'available'
+      AND queue = :queue
+      AND worker IN (SELECT value FROM json_each(:workers))
+    ORDER BY priority, scheduled_at, id
+    LIMIT :limit
+)
+RETURNING *

@@ -1,0 +1,1 @@
+SELECT * FROM errands_jobs WHERE id = :id

@@ -1,0 +1,1 @@
+DELETE FROM errands_leader WHERE name = 'errands' AND node = :node

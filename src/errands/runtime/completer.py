@@ -1,0 +1,114 @@
+"""Batches acks so the hot path never spends one transaction per job.
+
+Acks are flushed every ``interval`` seconds or as soon as ``batch_size`` are
+waiting, in one engine call. Every ack stays fenced by ``(id, attempt,
+producer)``: a batch can only lose its unflushed acks in a crash, and those
+jobs are then rescued and run again (at-least-once). A failed flush keeps its
+acks and tries again with backoff, so a database outage delays outcomes but
+does not drop them.
+
+Example::
+
+    completer = Completer(node.engine, node.call_db)
+    await completer.start()
+    completer.add(ack)
+    await completer.stop()   # flushes what is left
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from errands.engines.base import Ack, Engine
+
+__all__ = ["Completer"]
+
+log = logging.getLogger("errands.completer")
+
+CallDb = Callable[..., Awaitable[Any]]
+
+
+class Completer:
+    """Collects acks and applies them in batches."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        call_db: CallDb,
+        *,
+        interval: float = 0.005,
+        batch_size: int = 500,
+    ) -> None:
+        self.engine = engine
+        self.call_db = call_db
+        self.interval = interval
+        self.batch_size = batch_size
+        self.pending: list[Ack] = []
+        self.applied = 0
+        #: Acks that matched no row: the job was rescued, cancelled or retried meanwhile.
+        self.stale = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._flushed = asyncio.Condition()
+
+    def add(self, ack: Ack) -> None:
+        """Queue one ack; it is applied within ``interval`` seconds."""
+        self.pending.append(ack)
+        if len(self.pending) >= self.batch_size or len(self.pending) == 1:
+            self._wake.set()
+
+    async def start(self) -> None:
+        """Start flushing in the background."""
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="errands-completer")
+
+    async def stop(self) -> None:
+        """Flush everything left, then stop. Safe to call twice or before start."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Apply every pending ack now (raises if the database refuses)."""
+        while self.pending:
+            batch, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size :]
+            try:
+                applied = await self.call_db(self.engine.ack, batch)
+            except BaseException:
+                self.pending[:0] = batch
+                raise
+            self.applied += applied
+            if applied < len(batch):
+                self.stale += len(batch) - applied
+                log.info("%d stale ack(s) changed nothing (jobs rescued or cancelled meanwhile)",
+                         len(batch) - applied)
+        async with self._flushed:
+            self._flushed.notify_all()
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            # Let a few more acks arrive so one call carries them all.
+            if len(self.pending) < self.batch_size:
+                await asyncio.sleep(self.interval)
+            try:
+                await self.flush()
+                delay = 0.1
+            except Exception as exc:
+                log.warning("could not record %d job outcome(s), retrying in %.1fs: %s",
+                            len(self.pending), delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                self._wake.set()

@@ -1,0 +1,169 @@
+"""Run one job attempt and turn what happened into an :class:`~errands.engines.base.Ack`.
+
+``async def`` bodies run on the event loop; ``def`` bodies run in a thread
+pool. A timeout cancels an async body; a sync body cannot be killed, so its
+attempt is recorded as failed at once, ``job.cancelled()`` turns true for the
+body to notice, and the runaway thread is counted until it returns.
+
+Example::
+
+    ack = await execute(job, worker_cls, producer_id, threads)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import time
+import traceback
+from concurrent.futures import Executor
+from typing import Any
+
+from errands import codec
+from errands.engines.base import Ack
+from errands.errors import InvalidJobError
+from errands.job import Cancel, Discard, Job, JobState, Snooze
+from errands.worker import Worker, _current_job, job_timeout
+
+__all__ = ["RunawayCounter", "error_record", "execute"]
+
+log = logging.getLogger("errands.executor")
+
+_MAX_MESSAGE = 2_000
+_MAX_TRACEBACK = 8_000
+
+
+class JobTimeoutError(TimeoutError):
+    """A job ran past its timeout."""
+
+
+class RunawayCounter:
+    """Sync bodies still running after their attempt was recorded (timed out)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def change(self, delta: int) -> None:
+        """Add ``delta`` (thread-safe)."""
+        with self._lock:
+            self.count += delta
+
+
+def _clean(text: str, limit: int) -> str:
+    # Lone surrogates cannot be stored as JSON text; keep them visible, escaped.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def error_record(exc: BaseException, attempt: int, *, with_traceback: bool = True) -> dict[str, Any]:
+    """The dict kept on the job for one failed attempt."""
+    kind = type(exc)
+    trace = (
+        "".join(traceback.format_exception(kind, exc, exc.__traceback__))
+        if with_traceback
+        else None
+    )
+    return {
+        "type": f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins."),
+        "message": _clean(str(exc), _MAX_MESSAGE),
+        "traceback": None if trace is None else _clean(trace, _MAX_TRACEBACK),
+        "at": time.time(),
+        "attempt": attempt,
+    }
+
+
+def _run_sync(worker: Worker, job: Job, runaways: RunawayCounter, timed_out: threading.Event) -> Any:
+    _current_job.set(job)
+    try:
+        return worker.perform(job)
+    finally:
+        if timed_out.is_set():
+            runaways.change(-1)
+
+
+async def _run_async(worker: Worker, job: Job) -> Any:
+    _current_job.set(job)
+    return await worker.perform(job)
+
+
+async def _perform(
+    job: Job,
+    worker: Worker,
+    is_async: bool,
+    threads: Executor,
+    runaways: RunawayCounter,
+) -> Any:
+    timeout = job_timeout(job, type(worker))
+    if is_async:
+        task = asyncio.ensure_future(contextvars.copy_context().run(_run_async, worker, job))
+        try:
+            return await asyncio.wait_for(task, timeout)
+        except TimeoutError:
+            raise JobTimeoutError(f"job {job.id} ran past its timeout of {timeout:g}s") from None
+    timed_out = threading.Event()
+    context = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(threads, context.run, _run_sync, worker, job, runaways, timed_out)
+    try:
+        return await asyncio.wait_for(asyncio.shield(future), timeout)
+    except TimeoutError:
+        timed_out.set()
+        runaways.change(1)
+        if future.done():  # it finished in the same instant: not a runaway after all
+            runaways.change(-1)
+        if job._cancel_event is not None:
+            job._cancel_event.set()
+        log.warning(
+            "job %s (%s) ran past its timeout of %gs; its thread keeps running until it returns",
+            job.id,
+            job.worker,
+            timeout,
+        )
+        raise JobTimeoutError(f"job {job.id} ran past its timeout of {timeout:g}s") from None
+
+
+def _backoff(worker: Worker, job: Job) -> float:
+    try:
+        delay = float(worker.backoff(job))
+    except Exception:
+        log.exception("backoff() of %s failed; using the default", job.worker)
+        return Worker.backoff(worker, job)
+    return max(delay, 0.0)
+
+
+async def execute(
+    job: Job,
+    worker_cls: type[Worker],
+    producer: str,
+    threads: Executor,
+    runaways: RunawayCounter | None = None,
+) -> Ack:
+    """Perform one attempt of ``job`` and classify its outcome.
+
+    ``asyncio.CancelledError`` (shutdown) propagates: the caller leaves the job
+    to be returned or rescued.
+    """
+    job._cancel_event = threading.Event()
+    worker = worker_cls()
+    fence = {"id": job.id, "attempt": job.attempt, "producer": producer}
+    try:
+        result = await _perform(job, worker, worker_cls.is_async(), threads, runaways or RunawayCounter())
+        encoded = codec.encode(result, f"result of {job.worker}")
+    except Snooze as snooze:
+        return Ack(**fence, state=JobState.SCHEDULED, scheduled_at=time.time() + snooze.seconds, snoozed=True)
+    except Cancel as cancel:
+        return Ack(**fence, state=JobState.CANCELLED, error=error_record(cancel, job.attempt, with_traceback=False))
+    except Discard as discard:
+        return Ack(**fence, state=JobState.DISCARDED, error=error_record(discard, job.attempt, with_traceback=False))
+    except (Exception, InvalidJobError) as exc:
+        record = error_record(exc, job.attempt)
+        if job.attempt >= job.max_attempts:
+            return Ack(**fence, state=JobState.DISCARDED, error=record)
+        job.exception = exc
+        job.errors = [*job.errors, record]
+        delay = _backoff(worker, job)
+        return Ack(**fence, state=JobState.RETRYABLE, error=record, scheduled_at=time.time() + delay)
+    return Ack(**fence, state=JobState.COMPLETED, result=encoded)

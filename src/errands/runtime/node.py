@@ -1,0 +1,189 @@
+"""A node: the queues, plugins and liveness of one worker process.
+
+``start`` registers producers, starts the completer, the heartbeat thread, the
+leader-only plugins and the engine's listener. ``stop`` shuts down in the one
+order that loses nothing: stop fetching, wait for running jobs up to the
+grace period, flush the acks, hand the unfinished jobs back, then leave.
+
+Example::
+
+    node = Node(app)
+    await node.start()
+    ...
+    await node.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import socket
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from errands.engines.base import Ack, Listener
+from errands.plugins.base import Periodic
+from errands.plugins.lifeline import Lifeline
+from errands.plugins.pruner import Pruner
+from errands.plugins.stager import Stager
+from errands.runtime.completer import Completer
+from errands.runtime.executor import RunawayCounter
+from errands.runtime.heartbeat import Heartbeat
+from errands.runtime.producer import Producer
+from errands.runtime.threads import JobThreads
+
+if TYPE_CHECKING:
+    from errands.app import App
+
+__all__ = ["Node"]
+
+log = logging.getLogger("errands.node")
+
+T = TypeVar("T")
+
+
+def default_node_name() -> str:
+    """``host-pid-random``: unique per process, readable in the producers table."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+
+
+class Node:
+    """Runs an app's queues in this process."""
+
+    def __init__(self, app: App, *, queues: list[str] | None = None) -> None:
+        self.app = app
+        self.engine = app.engine
+        self.registry = app.registry
+        self.settings = app.settings
+        self.name = app.node_name or default_node_name()
+        self.poll_interval = self.settings.poll_interval or self.engine.default_poll_interval
+        chosen = app.queues if queues is None else {q: app.queue_config(q) for q in queues}
+        self.queue_configs = chosen
+        self.worker_names: tuple[str, ...] = tuple(self.registry.names())
+        self.threads = JobThreads()
+        self.runaways = RunawayCounter()
+        self.outcomes: Counter[str] = Counter()
+        self.producers: dict[str, Producer] = {}
+        self._db = ThreadPoolExecutor(max_workers=4, thread_name_prefix="errands-db")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: Listener | None = None
+        self.completer = Completer(self.engine, self.call_db)
+        self.heartbeat = Heartbeat(
+            self.engine,
+            node=self.name,
+            producers=lambda: [p.id for p in list(self.producers.values())],
+            interval=self.settings.effective_heartbeat,
+            lease=self.settings.rescue_after,
+        )
+        self.plugins: list[Periodic] = []
+        self.started = False
+
+    async def call_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking engine call on the node's database threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db, functools.partial(fn, *args))
+
+    def _is_leader(self) -> bool:
+        return self.heartbeat.is_leader
+
+    def _build_plugins(self) -> list[Periodic]:
+        settings = self.settings
+        plugins: list[Periodic] = [
+            Stager(self.engine, self.call_db, wake=self.wake, interval=settings.stage_interval,
+                   is_leader=self._is_leader),
+            Lifeline(self.engine, self.call_db, rescue_after=settings.rescue_after,
+                     wake=self.wake_all, is_leader=self._is_leader),
+        ]
+        if settings.prune_after is not None:
+            plugins.append(
+                Pruner(self.engine, self.call_db, max_age=settings.prune_after,
+                       limit=settings.prune_limit, interval=settings.prune_interval,
+                       is_leader=self._is_leader)
+            )
+        return plugins
+
+    # -- wake-ups (callable from any thread) ---------------------------------------
+    def wake(self, queue: str) -> None:
+        """Tell the producer of ``queue`` (``"*"``: every producer) to look for work now."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if queue == "*":
+            loop.call_soon_threadsafe(self._wake_all_now)
+            return
+        producer = self.producers.get(queue)
+        if producer is not None:
+            loop.call_soon_threadsafe(producer.wake)
+
+    def _wake_all_now(self) -> None:
+        for producer in self.producers.values():
+            producer.wake()
+
+    def wake_all(self) -> None:
+        """Wake every producer of this node."""
+        self.wake("*")
+
+    def finished(self, ack: Ack) -> None:
+        """Count one attempt's outcome (shown by ``errands demo`` and ``errands worker``)."""
+        self.outcomes[ack.state.value] += 1
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        """Start every queue and plugin of this node."""
+        if self.started:
+            return
+        self._loop = asyncio.get_running_loop()
+        await self.call_db(self.app.ensure_schema)
+        self.worker_names = tuple(self.registry.names())
+        for config in self.queue_configs.values():
+            producer = Producer(self, config)
+            await producer.start()
+            self.producers[config.name] = producer
+        await self.completer.start()
+        await self.call_db(self.heartbeat.start)
+        self.plugins = self._build_plugins()
+        for plugin in self.plugins:
+            await plugin.start()
+        self._listener = self.engine.listen(self.wake)
+        self.started = True
+        log.info("node %s started: queues %s", self.name,
+                 ", ".join(f"{q}({c.limit})" for q, c in self.queue_configs.items()))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop without losing a job. Safe to call twice or before start."""
+        if not self.started:
+            return
+        self.started = False
+        grace = self.settings.grace_period if grace is None else grace
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+        results = await asyncio.gather(*(p.stop(grace) for p in self.producers.values()))
+        unfinished = sum(len(ids) for ids in results)
+        for plugin in self.plugins:
+            await plugin.stop()
+        try:
+            await self.completer.stop()
+        except Exception as exc:
+            log.error("could not record %d outcome(s) at shutdown; those jobs will be rescued: %s",
+                      len(self.completer.pending), exc)
+        ids = [p.id for p in self.producers.values()]
+        try:
+            for producer_id in ids:
+                await self.call_db(self.engine.rescue_producer, producer_id)
+            await self.call_db(self.heartbeat.stop)
+            await self.call_db(self.engine.unregister_producers, ids)
+        except Exception as exc:
+            log.error("could not hand jobs back at shutdown; they will be rescued: %s", exc)
+        if unfinished:
+            log.warning("%d job(s) did not finish within the %gs grace period; handed back",
+                        unfinished, grace)
+        self.producers.clear()
+        self.threads.shutdown(wait=False)
+        self._db.shutdown(wait=True)
+        log.info("node %s stopped", self.name)

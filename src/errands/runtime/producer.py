@@ -1,0 +1,155 @@
+"""One producer per queue: fetch as many jobs as there are free slots, run them.
+
+Demand is ``limit - running``; a fetch never claims more, so a queue's local
+limit holds however many jobs wait. A producer wakes on a local insert, a
+notification from another process, a slot freed by a finished job, or its
+poll interval, whichever comes first.
+
+Example::
+
+    producer = Producer(node, QueueConfig("mail", limit=10))
+    await producer.start(); ...; await producer.stop(grace=15)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from errands.config import QueueConfig
+from errands.engines.base import ProducerInfo
+from errands.job import Job
+from errands.runtime.executor import execute
+
+if TYPE_CHECKING:
+    from errands.runtime.node import Node
+
+__all__ = ["Producer"]
+
+log = logging.getLogger("errands.producer")
+
+_UNKNOWN_CHECK_EVERY = 30.0
+
+
+class Producer:
+    """Claims and runs the jobs of one queue within its local limit."""
+
+    def __init__(self, node: Node, config: QueueConfig) -> None:
+        self.node = node
+        self.queue = config.name
+        self.limit = config.limit
+        self.paused = config.paused
+        self.id = f"{node.name}/{config.name}/{uuid.uuid4().hex[:8]}"
+        self.running: dict[int, asyncio.Task[None]] = {}
+        self.fetched = 0
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._unknown_checked = 0.0
+        self._unknown_logged: set[str] = set()
+
+    @property
+    def demand(self) -> int:
+        """Free slots: how many jobs the next fetch may claim."""
+        return max(0, self.limit - len(self.running))
+
+    def wake(self) -> None:
+        """Look for work now instead of at the next poll."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Register in the producers table and start fetching."""
+        if self._task is not None:
+            return
+        info = ProducerInfo(id=self.id, node=self.node.name, queue=self.queue, pid=os.getpid())
+        await self.node.call_db(self.node.engine.register_producer, info)
+        self._stopping = False
+        self._task = asyncio.create_task(self._loop(), name=f"errands-producer-{self.queue}")
+        self.wake()
+
+    async def _loop(self) -> None:
+        backoff = 0.1
+        poll = self.node.poll_interval
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), poll)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if self._stopping:
+                break
+            if self.paused or self.demand == 0:
+                continue
+            try:
+                jobs = await self.node.call_db(
+                    self.node.engine.fetch, self.queue, self.demand, self.id, self.node.worker_names
+                )
+                backoff = 0.1
+            except Exception as exc:
+                log.warning("queue %s: fetching jobs failed, retrying in %.1fs: %s",
+                            self.queue, backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                self._wake.set()
+                continue
+            for job in jobs:
+                self.running[job.id] = asyncio.create_task(self._run(job))
+            self.fetched += len(jobs)
+            if not jobs:
+                await self._check_unknown_workers()
+
+    async def _run(self, job: Job) -> None:
+        worker_cls = self.node.registry.get(job.worker)
+        try:
+            assert worker_cls is not None, "fetch returns registered workers only"
+            ack = await execute(job, worker_cls, self.id, self.node.threads, self.node.runaways)
+            self.node.completer.add(ack)
+            self.node.finished(ack)
+        finally:
+            self.running.pop(job.id, None)
+            self._wake.set()
+
+    async def _check_unknown_workers(self) -> None:
+        # Jobs of workers this node does not know stay for a node that does;
+        # say so once per name rather than on every poll.
+        now = time.monotonic()
+        if now - self._unknown_checked < _UNKNOWN_CHECK_EVERY:
+            return
+        self._unknown_checked = now
+        try:
+            names = await self.node.call_db(
+                self.node.engine.unknown_workers, self.queue, self.node.worker_names
+            )
+        except Exception:
+            return
+        for name in names:
+            if name not in self._unknown_logged:
+                self._unknown_logged.add(name)
+                log.warning(
+                    "queue %s has jobs for worker %r, which this node does not know; "
+                    "they are left for a node that registers it",
+                    self.queue, name,
+                )
+
+    async def stop(self, grace: float) -> list[int]:
+        """Stop fetching, wait up to ``grace`` s for running jobs, cancel the rest.
+
+        Returns the ids of jobs that did not finish; the node hands them back.
+        """
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        if self.running:
+            await asyncio.wait(list(self.running.values()), timeout=grace)
+        unfinished = list(self.running)
+        for task in list(self.running.values()):
+            task.cancel()
+        if self.running:
+            await asyncio.wait(list(self.running.values()), timeout=1.0)
+        return unfinished

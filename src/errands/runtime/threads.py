@@ -1,0 +1,87 @@
+"""A thread pool for sync job bodies whose threads never hold the process open.
+
+The standard ``ThreadPoolExecutor`` joins its threads at interpreter exit, so
+one sync job stuck in a blocking call would keep a stopped worker alive for
+ever. Threads here are daemons. The pool also grows instead of queueing: how
+many bodies run at once is already bounded by the queues' limits, and a body
+that overran its timeout must not take a slot from the next job.
+
+Example::
+
+    pool = JobThreads()
+    future = pool.submit(print, "hi")
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any, ParamSpec, TypeVar
+
+__all__ = ["JobThreads"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_Work = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class JobThreads(Executor):
+    """Daemon threads, one more whenever none is idle; idle ones are reused."""
+
+    def __init__(self, name: str = "errands-job") -> None:
+        self._name = name
+        self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._threads: list[threading.Thread] = []
+        self._shutdown = False
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Run ``fn(*args, **kwargs)`` on a pool thread."""
+        future: Future[T] = Future()
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot submit to a pool that was shut down")
+            if self._idle == 0:
+                thread = threading.Thread(
+                    target=self._serve, name=f"{self._name}-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+            else:
+                self._idle -= 1
+        self._work.put((future, fn, args, kwargs))
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:
+                    future.set_exception(exc)
+            with self._lock:
+                self._idle += 1
+
+    @property
+    def size(self) -> int:
+        """Threads started so far."""
+        return len(self._threads)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Let idle threads end; never waits for a body that does not return."""
+        with self._lock:
+            self._shutdown = True
+            count = len(self._threads)
+        for _ in range(count):
+            self._work.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join(timeout=0.1)
