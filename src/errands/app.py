@@ -29,7 +29,7 @@ from errands import codec
 from errands.config import QUEUE_NAME, QueueConfig, Settings, parse_database_url, parse_queues
 from errands.engines import Engine, create_engine
 from errands.errors import ConfigError, InvalidJobError
-from errands.job import DEFAULT_MAX_ATTEMPTS, Job, JobOptions, NewJob
+from errands.job import DEFAULT_MAX_ATTEMPTS, Job, JobOptions, JobState, NewJob
 from errands.runtime.drain import drain as run_drain
 from errands.runtime.node import Node
 from errands.worker import JobFunction, Registry, Worker, function_worker
@@ -213,7 +213,9 @@ class App:
         opts = cls.defaults if chosen is None else cls.defaults.merged(chosen)
         queue = opts.queue or "default"
         if not QUEUE_NAME.match(queue):
-            raise InvalidJobError(f"queue must be 1-128 letters, digits or _.:- characters, got {queue!r}")
+            raise InvalidJobError(
+                f"queue must be 1-128 letters, digits or _.:- characters, got {queue!r}"
+            )
         return NewJob(
             worker=cls.name,
             queue=queue,
@@ -292,10 +294,8 @@ class App:
         worker: str | None = None,
         limit: int = 50,
     ) -> list[Job]:
-        """Jobs matching the filters, newest first. Example: ``app.list_jobs(state="retryable")``."""
+        """Jobs matching the filters, newest first: ``app.list_jobs(state="retryable")``."""
         if state is not None:
-            from errands.job import JobState
-
             try:
                 JobState(state)
             except ValueError:
@@ -384,7 +384,9 @@ class App:
             return asyncio.run(run_drain(self, queue, with_scheduled=with_scheduled))
         raise RuntimeError("app.drain() cannot run inside an event loop: use await app.adrain()")
 
-    async def adrain(self, queue: str | None = None, *, with_scheduled: bool = False) -> dict[str, int]:
+    async def adrain(
+        self, queue: str | None = None, *, with_scheduled: bool = False
+    ) -> dict[str, int]:
         """The async twin of :meth:`drain`."""
         await asyncio.to_thread(self.ensure_schema)
         return await run_drain(self, queue, with_scheduled=with_scheduled)

@@ -39,7 +39,7 @@ def exponential(
     if maximum is not None:
         delay = min(delay, maximum)
     if jitter:
-        delay *= 1 + random.uniform(-jitter, jitter)  # noqa: S311 - not for security
+        delay *= 1 + random.uniform(-jitter, jitter)
     return max(delay, 0.0)
 
 

@@ -190,7 +190,8 @@ class JobOptions:
             or not MIN_PRIORITY <= self.priority <= MAX_PRIORITY
         ):
             raise InvalidJobError(
-                f"priority must be an int from {MIN_PRIORITY} to {MAX_PRIORITY}, got {self.priority!r}"
+                f"priority must be an int from {MIN_PRIORITY} to {MAX_PRIORITY}, "
+                f"got {self.priority!r}"
             )
         if self.max_attempts is not None and (
             isinstance(self.max_attempts, bool)
@@ -213,8 +214,7 @@ class JobOptions:
             else:
                 _check_number("scheduled_at", self.scheduled_at, minimum=0)
         if self.tags is not None and (
-            isinstance(self.tags, str)
-            or not all(isinstance(tag, str) for tag in self.tags)
+            isinstance(self.tags, str) or not all(isinstance(tag, str) for tag in self.tags)
         ):
             raise InvalidJobError(f"tags must be a list of strings, got {self.tags!r}")
         if self.meta is not None and not isinstance(self.meta, dict):
@@ -224,7 +224,7 @@ class JobOptions:
         """These options with every option ``other`` sets laid over them."""
         changes = {
             name: getattr(other, name)
-            for name in self.__slots__  # type: ignore[attr-defined]
+            for name in self.__slots__
             if getattr(other, name) is not None
         }
         if "schedule_in" in changes:

@@ -148,7 +148,9 @@ class Registry:
                     f"no worker named {worker!r} is registered (registered: {known})"
                 )
             return found
-        raise InvalidJobError(f"worker must be a name, Worker class or job function, got {worker!r}")
+        raise InvalidJobError(
+            f"worker must be a name, Worker class or job function, got {worker!r}"
+        )
 
     def get(self, name: str) -> type[Worker] | None:
         """The class registered under ``name``, or ``None``."""
@@ -174,7 +176,9 @@ def function_worker(fn: Callable[..., Any], name: str | None, options: JobOption
         try:
             signature.bind(**args)
         except TypeError as exc:
-            raise InvalidJobError(f"args for {worker_name!r} do not fit {fn.__name__}{signature}: {exc}") from None
+            raise InvalidJobError(
+                f"args for {worker_name!r} do not fit {fn.__name__}{signature}: {exc}"
+            ) from None
 
     if inspect.iscoroutinefunction(fn):
 
@@ -193,7 +197,7 @@ def function_worker(fn: Callable[..., Any], name: str | None, options: JobOption
         "__doc__": fn.__doc__,
         "__qualname__": fn.__qualname__,
     }
-    cls = type(fn.__name__, (Worker,), namespace, name=worker_name)
+    cls: type[Worker] = type(fn.__name__, (Worker,), namespace, name=worker_name)
     cls.defaults = cls.defaults.merged(options)
     return cls
 

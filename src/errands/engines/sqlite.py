@@ -172,7 +172,9 @@ class SQLiteEngine:
         ).fetchone()
         if exists is None:
             return 0
-        return int(conn.execute("SELECT coalesce(max(version), 0) FROM errands_schema").fetchone()[0])
+        return int(
+            conn.execute("SELECT coalesce(max(version), 0) FROM errands_schema").fetchone()[0]
+        )
 
     def migrate(self) -> int:
         """Apply every migration above the stored version; return the version now stored."""
@@ -342,7 +344,9 @@ class SQLiteEngine:
     def heartbeat(self, producers: Sequence[str]) -> None:
         """Mark ``producers`` alive now."""
         with self._write("recording a heartbeat") as conn:
-            conn.execute(_sql("heartbeat"), {"now": time.time(), "producers": _json_list(producers)})
+            conn.execute(
+                _sql("heartbeat"), {"now": time.time(), "producers": _json_list(producers)}
+            )
 
     def unregister_producers(self, producers: Sequence[str]) -> None:
         """Forget ``producers``."""

@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -63,10 +64,8 @@ class Periodic:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
 
     async def _run(self) -> None:
         while True:
@@ -78,7 +77,7 @@ class Periodic:
                     log.warning("%s failed, trying again in %gs: %s", self.name, self.interval, exc)
                 self.ticks += 1
             self._nudge.clear()
-            try:
-                await asyncio.wait_for(self._nudge.wait(), self.interval if delay is None else delay)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._nudge.wait(), self.interval if delay is None else delay
+                )

@@ -48,7 +48,9 @@ class Lifeline(Periodic):
             self.rescued += counts.total
             log.warning(
                 "rescued %d orphaned job(s): %d available again, %d discarded (attempts spent)",
-                counts.total, counts.available, counts.discarded,
+                counts.total,
+                counts.available,
+                counts.discarded,
             )
             self.wake()
         return None

@@ -88,8 +88,10 @@ class Completer:
             self.applied += applied
             if applied < len(batch):
                 self.stale += len(batch) - applied
-                log.info("%d stale ack(s) changed nothing (jobs rescued or cancelled meanwhile)",
-                         len(batch) - applied)
+                log.info(
+                    "%d stale ack(s) changed nothing (jobs rescued or cancelled meanwhile)",
+                    len(batch) - applied,
+                )
         async with self._flushed:
             self._flushed.notify_all()
 
@@ -107,8 +109,12 @@ class Completer:
                 await self.flush()
                 delay = 0.1
             except Exception as exc:
-                log.warning("could not record %d job outcome(s), retrying in %.1fs: %s",
-                            len(self.pending), delay, exc)
+                log.warning(
+                    "could not record %d job outcome(s), retrying in %.1fs: %s",
+                    len(self.pending),
+                    delay,
+                    exc,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 self._wake.set()

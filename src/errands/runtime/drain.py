@@ -29,7 +29,9 @@ __all__ = ["drain"]
 _BATCH = 100
 
 
-async def drain(app: App, queue: str | None = None, *, with_scheduled: bool = False) -> dict[str, int]:
+async def drain(
+    app: App, queue: str | None = None, *, with_scheduled: bool = False
+) -> dict[str, int]:
     """Run available jobs of ``queue`` (every queue when None) until none is left.
 
     Without a running node nothing stages jobs, so ``with_scheduled=True``

@@ -23,7 +23,6 @@ from typing import Any
 
 from errands import codec
 from errands.engines.base import Ack
-from errands.errors import InvalidJobError
 from errands.job import Cancel, Discard, Job, JobState, Snooze
 from errands.worker import Worker, _current_job, job_timeout
 
@@ -58,7 +57,9 @@ def _clean(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def error_record(exc: BaseException, attempt: int, *, with_traceback: bool = True) -> dict[str, Any]:
+def error_record(
+    exc: BaseException, attempt: int, *, with_traceback: bool = True
+) -> dict[str, Any]:
     """The dict kept on the job for one failed attempt."""
     kind = type(exc)
     trace = (
@@ -75,7 +76,9 @@ def error_record(exc: BaseException, attempt: int, *, with_traceback: bool = Tru
     }
 
 
-def _run_sync(worker: Worker, job: Job, runaways: RunawayCounter, timed_out: threading.Event) -> Any:
+def _run_sync(
+    worker: Worker, job: Job, runaways: RunawayCounter, timed_out: threading.Event
+) -> Any:
     _current_job.set(job)
     try:
         return worker.perform(job)
@@ -148,22 +151,32 @@ async def execute(
     """
     job._cancel_event = threading.Event()
     worker = worker_cls()
-    fence = {"id": job.id, "attempt": job.attempt, "producer": producer}
+
+    def ack(state: JobState, **outcome: Any) -> Ack:
+        return Ack(id=job.id, attempt=job.attempt, producer=producer, state=state, **outcome)
+
     try:
-        result = await _perform(job, worker, worker_cls.is_async(), threads, runaways or RunawayCounter())
+        result = await _perform(
+            job, worker, worker_cls.is_async(), threads, runaways or RunawayCounter()
+        )
         encoded = codec.encode(result, f"result of {job.worker}")
     except Snooze as snooze:
-        return Ack(**fence, state=JobState.SCHEDULED, scheduled_at=time.time() + snooze.seconds, snoozed=True)
+        return ack(JobState.SCHEDULED, scheduled_at=time.time() + snooze.seconds, snoozed=True)
     except Cancel as cancel:
-        return Ack(**fence, state=JobState.CANCELLED, error=error_record(cancel, job.attempt, with_traceback=False))
+        return ack(
+            JobState.CANCELLED, error=error_record(cancel, job.attempt, with_traceback=False)
+        )
     except Discard as discard:
-        return Ack(**fence, state=JobState.DISCARDED, error=error_record(discard, job.attempt, with_traceback=False))
-    except (Exception, InvalidJobError) as exc:
+        return ack(
+            JobState.DISCARDED, error=error_record(discard, job.attempt, with_traceback=False)
+        )
+    except Exception as exc:
         record = error_record(exc, job.attempt)
         if job.attempt >= job.max_attempts:
-            return Ack(**fence, state=JobState.DISCARDED, error=record)
+            return ack(JobState.DISCARDED, error=record)
         job.exception = exc
         job.errors = [*job.errors, record]
-        delay = _backoff(worker, job)
-        return Ack(**fence, state=JobState.RETRYABLE, error=record, scheduled_at=time.time() + delay)
-    return Ack(**fence, state=JobState.COMPLETED, result=encoded)
+        return ack(
+            JobState.RETRYABLE, error=record, scheduled_at=time.time() + _backoff(worker, job)
+        )
+    return ack(JobState.COMPLETED, result=encoded)

@@ -94,16 +94,31 @@ class Node:
     def _build_plugins(self) -> list[Periodic]:
         settings = self.settings
         plugins: list[Periodic] = [
-            Stager(self.engine, self.call_db, wake=self.wake, interval=settings.stage_interval,
-                   is_leader=self._is_leader),
-            Lifeline(self.engine, self.call_db, rescue_after=settings.rescue_after,
-                     wake=self.wake_all, is_leader=self._is_leader),
+            Stager(
+                self.engine,
+                self.call_db,
+                wake=self.wake,
+                interval=settings.stage_interval,
+                is_leader=self._is_leader,
+            ),
+            Lifeline(
+                self.engine,
+                self.call_db,
+                rescue_after=settings.rescue_after,
+                wake=self.wake_all,
+                is_leader=self._is_leader,
+            ),
         ]
         if settings.prune_after is not None:
             plugins.append(
-                Pruner(self.engine, self.call_db, max_age=settings.prune_after,
-                       limit=settings.prune_limit, interval=settings.prune_interval,
-                       is_leader=self._is_leader)
+                Pruner(
+                    self.engine,
+                    self.call_db,
+                    max_age=settings.prune_after,
+                    limit=settings.prune_limit,
+                    interval=settings.prune_interval,
+                    is_leader=self._is_leader,
+                )
             )
         return plugins
 
@@ -151,8 +166,11 @@ class Node:
             await plugin.start()
         self._listener = self.engine.listen(self.wake)
         self.started = True
-        log.info("node %s started: queues %s", self.name,
-                 ", ".join(f"{q}({c.limit})" for q, c in self.queue_configs.items()))
+        log.info(
+            "node %s started: queues %s",
+            self.name,
+            ", ".join(f"{q}({c.limit})" for q, c in self.queue_configs.items()),
+        )
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop without losing a job. Safe to call twice or before start."""
@@ -170,8 +188,11 @@ class Node:
         try:
             await self.completer.stop()
         except Exception as exc:
-            log.error("could not record %d outcome(s) at shutdown; those jobs will be rescued: %s",
-                      len(self.completer.pending), exc)
+            log.error(
+                "could not record %d outcome(s) at shutdown; those jobs will be rescued: %s",
+                len(self.completer.pending),
+                exc,
+            )
         ids = [p.id for p in self.producers.values()]
         try:
             for producer_id in ids:
@@ -181,8 +202,11 @@ class Node:
         except Exception as exc:
             log.error("could not hand jobs back at shutdown; they will be rescued: %s", exc)
         if unfinished:
-            log.warning("%d job(s) did not finish within the %gs grace period; handed back",
-                        unfinished, grace)
+            log.warning(
+                "%d job(s) did not finish within the %gs grace period; handed back",
+                unfinished,
+                grace,
+            )
         self.producers.clear()
         self.threads.shutdown(wait=False)
         self._db.shutdown(wait=True)

@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -75,10 +76,8 @@ class Producer:
         backoff = 0.1
         poll = self.node.poll_interval
         while not self._stopping:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll)
-            except TimeoutError:
-                pass
             self._wake.clear()
             if self._stopping:
                 break
@@ -90,8 +89,12 @@ class Producer:
                 )
                 backoff = 0.1
             except Exception as exc:
-                log.warning("queue %s: fetching jobs failed, retrying in %.1fs: %s",
-                            self.queue, backoff, exc)
+                log.warning(
+                    "queue %s: fetching jobs failed, retrying in %.1fs: %s",
+                    self.queue,
+                    backoff,
+                    exc,
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 self._wake.set()
@@ -132,7 +135,8 @@ class Producer:
                 log.warning(
                     "queue %s has jobs for worker %r, which this node does not know; "
                     "they are left for a node that registers it",
-                    self.queue, name,
+                    self.queue,
+                    name,
                 )
 
     async def stop(self, grace: float) -> list[int]:

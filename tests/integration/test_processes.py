@@ -1,0 +1,189 @@
+"""Several real worker processes on one database: no job runs twice, a killed worker's job is rescued.
+
+Each job records its start and end to a sink file outside the database, so the
+checks do not trust the table they are checking.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import errands
+from tests.support import wait_for
+
+pytestmark = pytest.mark.slow
+
+WORKER_MODULE = textwrap.dedent(
+    """
+    import os, time
+    import errands
+
+    app = errands.App(
+        os.environ["TEST_DATABASE_URL"],
+        schema=os.environ.get("TEST_SCHEMA") or None,
+        auto_migrate=True,
+        queues={"default": 4},
+        rescue_after=1.0,
+        stage_interval=0.05,
+        poll_interval=0.05,
+        grace_period=1.0,
+    )
+
+    def record(event: str, job_id: int) -> None:
+        line = f"{event} {job_id} {os.getpid()} {time.time()}\\n".encode()
+        fd = os.open(os.environ["TEST_SINK"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, line)  # one short O_APPEND write: atomic across processes
+        finally:
+            os.close(fd)
+
+    @app.job(name="work")
+    def work(sleep: float = 0.0, first_sleep: float = 0.0) -> int:
+        job = errands.current_job()
+        record("start", job.id)
+        time.sleep(first_sleep if job.attempt == 1 else sleep)
+        record("end", job.id)
+        return os.getpid()
+    """
+)
+
+
+@pytest.fixture
+def worker_env(tmp_path: Path, database_url: str, schema: str | None) -> dict[str, str]:
+    (tmp_path / "procjobs.py").write_text(WORKER_MODULE)
+    env = dict(os.environ)
+    env.update(
+        TEST_DATABASE_URL=database_url,
+        TEST_SCHEMA=schema or "",
+        TEST_SINK=str(tmp_path / "sink.log"),
+        PYTHONPATH=os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]),
+    )
+    return env
+
+
+def start_worker(env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "import procjobs; procjobs.app.run()"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def read_sink(path: Path) -> list[tuple[str, int, int]]:
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        event, job_id, pid, _ = line.split()
+        events.append((event, int(job_id), int(pid)))
+    return events
+
+
+def stop(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return proc.returncode, err.decode(errors="replace")
+
+
+def client(env: dict[str, str]) -> errands.App:
+    """An app in the test process, registering the same worker name to enqueue it."""
+    app = errands.App(
+        env["TEST_DATABASE_URL"], schema=env["TEST_SCHEMA"] or None, auto_migrate=True
+    )
+
+    @app.job(name="work")
+    def work(sleep: float = 0.0, first_sleep: float = 0.0) -> int:
+        return 0
+
+    app.migrate()
+    return app
+
+
+def test_two_processes_run_each_job_exactly_once(worker_env: dict[str, str], tmp_path: Path):
+    app = client(worker_env)
+    workers = [start_worker(worker_env, tmp_path) for _ in range(2)]
+    try:
+        jobs = app.enqueue_many([app.new_job("work", {"sleep": 0.002}) for _ in range(300)])
+        ids = {job.id for job in jobs}
+        wait_for(
+            lambda: app.queue_counts().get("default", {}).get("completed", 0) == len(ids),
+            timeout=60,
+        )
+    finally:
+        results = [stop(proc) for proc in workers]
+    for code, err in results:
+        assert code == 0, err
+        assert "database is locked" not in err, err
+    events = read_sink(Path(worker_env["TEST_SINK"]))
+    starts = Counter(job_id for event, job_id, _ in events if event == "start")
+    assert set(starts) == ids
+    assert max(starts.values()) == 1, [j for j, n in starts.items() if n > 1]
+    pids = {pid for event, _, pid in events if event == "start"}
+    assert len(pids) == 2, "both worker processes should have run jobs"
+    results_by_pid = Counter(job.result for job in app.list_jobs(state="completed", limit=1000))
+    assert set(results_by_pid) == pids
+
+
+def test_killed_worker_job_is_rescued_and_completes(worker_env: dict[str, str], tmp_path: Path):
+    app = client(worker_env)
+    victim = start_worker(worker_env, tmp_path)
+    sink = Path(worker_env["TEST_SINK"])
+    try:
+        job = app.enqueue("work", {"first_sleep": 30.0})
+        wait_for(lambda: any(e[0] == "start" for e in read_sink(sink)), timeout=30)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        assert app.get_job(job.id).state == "executing"
+        killed_at = time.monotonic()
+        survivor = start_worker(worker_env, tmp_path)
+        try:
+            wait_for(lambda: app.get_job(job.id).state == "completed", timeout=30)
+            recovery = time.monotonic() - killed_at
+        finally:
+            code, err = stop(survivor)
+        assert code == 0, err
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+        victim.communicate()
+    done = app.get_job(job.id)
+    assert done.attempt == 2
+    assert done.errors[0]["type"] == "errands.Rescued"
+    assert done.result == survivor.pid
+    starts = [e for e in read_sink(sink) if e[0] == "start"]
+    assert [pid for _, _, pid in starts] == [victim.pid, survivor.pid]
+    assert recovery < 15, f"rescue took {recovery:.1f}s with rescue_after=1s"
+
+
+def test_sigterm_past_grace_hands_job_back(worker_env: dict[str, str], tmp_path: Path):
+    app = client(worker_env)
+    proc = start_worker(worker_env, tmp_path)
+    sink = Path(worker_env["TEST_SINK"])
+    job = app.enqueue("work", {"first_sleep": 30.0})
+    try:
+        wait_for(lambda: any(e[0] == "start" for e in read_sink(sink)), timeout=30)
+        started = time.monotonic()
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err
+    assert time.monotonic() - started < 10, "a stuck sync job must not keep the worker alive"
+    back = app.get_job(job.id)
+    assert back.state == "available", back
+    assert back.errors[-1]["type"] == "errands.Shutdown"
+    assert app.drain() == {"completed": 1}

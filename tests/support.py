@@ -1,0 +1,34 @@
+"""Helpers shared by every test layer (plain functions; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, every: float = 0.02) -> None:
+    """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(every)
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema name for one test, dropped afterwards."""
+    import psycopg
+
+    name = f"errands_t_{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
