@@ -45,6 +45,8 @@ class DatabaseURL:
     url: str
     #: For SQLite: the file path (or ``:memory:``).
     path: str = ""
+    #: For SQLite: ``mode`` (``ro``/``rw``/``rwc``) and ``busy_timeout`` (seconds) from the query.
+    options: tuple[tuple[str, str], ...] = ()
 
     @property
     def masked(self) -> str:
@@ -82,12 +84,13 @@ def parse_database_url(url: str | None) -> DatabaseURL:
             "or postgresql://user@host/dbname"
         )
     if scheme == "sqlite":
+        rest, _, query = rest.partition("?")
         if not rest.startswith("/") or rest == "/":
             raise ConfigError(
                 f"database URL {url!r} has no file path: expected sqlite:///relative.db, "
                 "sqlite:////absolute/path.db or sqlite:///:memory:"
             )
-        return DatabaseURL("sqlite", url, path=rest[1:])
+        return DatabaseURL("sqlite", url, path=rest[1:], options=_sqlite_options(url, query))
     if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
         try:
             parts = urlsplit(url)
@@ -103,6 +106,29 @@ def parse_database_url(url: str | None) -> DatabaseURL:
         f"database URL scheme {scheme!r} is not supported (in {mask_url(url)!r}): "
         "use sqlite:///path.db or postgresql://user@host/dbname"
     )
+
+
+def _sqlite_options(url: str, query: str) -> tuple[tuple[str, str], ...]:
+    options = []
+    for pair in filter(None, query.split("&")):
+        name, _, value = pair.partition("=")
+        if name == "mode" and value in ("ro", "rw", "rwc"):
+            options.append((name, value))
+        elif name == "busy_timeout":
+            try:
+                _seconds("busy_timeout", float(value))
+            except ValueError:
+                raise ConfigError(
+                    f"database URL {url!r}: busy_timeout must be seconds >= 0, got {value!r}"
+                ) from None
+            options.append((name, value))
+        elif name == "mode":
+            raise ConfigError(f"database URL {url!r}: mode must be ro, rw or rwc, got {value!r}")
+        else:
+            raise ConfigError(
+                f"database URL {url!r}: unknown SQLite option {name!r} (known: mode, busy_timeout)"
+            )
+    return tuple(options)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,12 @@ def create_engine(url: str | None = None, *, schema: str | None = None) -> Engin
             raise ConfigError(f"schema={schema!r} is for PostgreSQL; SQLite has no schemas")
         from errands.engines.sqlite import SQLiteEngine
 
-        return SQLiteEngine(parsed.path)
+        options = dict(parsed.options)
+        return SQLiteEngine(
+            parsed.path,
+            mode=options.get("mode", "rwc"),
+            busy_timeout=float(options.get("busy_timeout", 10.0)),
+        )
     try:
         from errands.engines.postgres import PostgresEngine
     except ImportError as exc:  # psycopg is an optional extra

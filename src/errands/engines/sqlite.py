@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -90,8 +91,16 @@ class SQLiteEngine:
     dialect = "sqlite"
     default_poll_interval = 0.5
 
-    def __init__(self, path: str, *, busy_timeout: float = 10.0, listen_interval: float = 0.005):
+    def __init__(
+        self,
+        path: str,
+        *,
+        mode: str = "rwc",
+        busy_timeout: float = 10.0,
+        listen_interval: float = 0.005,
+    ):
         self.path = path
+        self.mode = mode
         self.busy_timeout = busy_timeout
         self.listen_interval = listen_interval
         self._lock = threading.RLock()
@@ -112,13 +121,15 @@ class SQLiteEngine:
 
     def _open(self) -> sqlite3.Connection:
         try:
+            memory = self.path == ":memory:"
             conn = sqlite3.connect(
-                self.path,
+                self.path if memory else f"file:{quote(self.path)}?mode={self.mode}",
                 timeout=self.busy_timeout,
                 isolation_level=None,  # we issue BEGIN IMMEDIATE ourselves
                 check_same_thread=False,
+                uri=not memory,
             )
-            if self.path != ":memory:":
+            if not memory and self.mode != "ro":
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
