@@ -31,7 +31,7 @@ WORKER_MODULE = textwrap.dedent(
         os.environ["TEST_DATABASE_URL"],
         schema=os.environ.get("TEST_SCHEMA") or None,
         auto_migrate=True,
-        queues={"default": 4},
+        queues={q: 4 for q in os.environ.get("TEST_QUEUES", "default").split(",")},
         rescue_after=1.0,
         stage_interval=0.05,
         poll_interval=0.05,
@@ -70,11 +70,13 @@ def worker_env(tmp_path: Path, database_url: str, schema: str | None) -> dict[st
     return env
 
 
-def start_worker(env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    env: dict[str, str], cwd: Path, queues: str = "default"
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-c", "import procjobs; procjobs.app.run()"],
         cwd=cwd,
-        env=env,
+        env={**env, "TEST_QUEUES": queues},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -187,3 +189,99 @@ def test_sigterm_past_grace_hands_job_back(worker_env: dict[str, str], tmp_path:
     assert back.state == "available", back
     assert back.errors[-1]["type"] == "errands.Shutdown"
     assert app.drain() == {"completed": 1}
+
+
+def leader_pid(app: errands.App) -> int | None:
+    """The pid of the node holding the leader lease (node names are host-pid-random)."""
+    for info in leader_rows(app):
+        return int(info.split("-")[-2])
+    return None
+
+
+def leader_rows(app: errands.App) -> list[str]:
+    engine = app.engine
+    if engine.dialect == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(engine.path) as conn:  # type: ignore[attr-defined]
+            rows = conn.execute("SELECT node FROM errands_leader WHERE expires_at > ?", (time.time(),))
+            return [row[0] for row in rows]
+    import psycopg
+
+    with psycopg.connect(app.database_url.url) as conn:
+        rows = conn.execute(
+            f'SELECT node FROM "{app.schema}".errands_leader WHERE expires_at > now()'
+        ).fetchall()
+        return [row[0] for row in rows]
+
+
+def test_killing_the_leader_hands_leadership_over(worker_env: dict[str, str], tmp_path: Path):
+    app = client(worker_env)
+    sink = Path(worker_env["TEST_SINK"])
+    leader = start_worker(worker_env, tmp_path)
+    follower = None
+    try:
+        wait_for(lambda: leader_pid(app) == leader.pid, timeout=30)
+        job = app.enqueue("work", {"first_sleep": 30.0})
+        wait_for(lambda: any(e[0] == "start" for e in read_sink(sink)), timeout=30)
+        follower = start_worker(worker_env, tmp_path)
+        wait_for(lambda: len(producer_rows(app)) == 2, timeout=30)
+        leader.send_signal(signal.SIGKILL)
+        leader.wait(timeout=10)
+        # The follower takes the lease once it expires, then rescues and runs the job.
+        wait_for(lambda: leader_pid(app) == follower.pid, timeout=30)
+        wait_for(lambda: app.get_job(job.id).state == "completed", timeout=30)
+    finally:
+        code, err = stop(follower) if follower is not None else (0, "")
+        stop(leader)
+    assert code == 0, err
+    done = app.get_job(job.id)
+    assert done.attempt == 2 and done.result == follower.pid
+    assert done.errors[0]["type"] == "errands.Rescued"
+
+
+def test_killing_a_follower_lets_the_leader_rescue(worker_env: dict[str, str], tmp_path: Path):
+    app = client(worker_env)
+    sink = Path(worker_env["TEST_SINK"])
+    leader = start_worker(worker_env, tmp_path, queues="default")
+    wait_for(lambda: leader_pid(app) == leader.pid, timeout=30)
+    # Only the follower works queue "other", so it holds the job.
+    follower = start_worker(worker_env, tmp_path, queues="other")
+    try:
+        job = app.enqueue("work", {"first_sleep": 30.0}, queue="other")
+        wait_for(lambda: any(e[0] == "start" for e in read_sink(sink)), timeout=30)
+        assert read_sink(sink)[0][2] == follower.pid
+        follower.send_signal(signal.SIGKILL)
+        follower.wait(timeout=10)
+        wait_for(lambda: app.get_job(job.id).state == "available", timeout=30)
+        assert leader_pid(app) == leader.pid
+    finally:
+        code, err = stop(leader)
+        stop(follower)
+    assert code == 0, err
+    rescued = app.get_job(job.id)
+    assert rescued.attempt == 1
+    assert rescued.errors[-1]["type"] == "errands.Rescued"
+
+
+def producer_rows(app: errands.App) -> list[str]:
+    return [f"{p}" for p in _select(app, "SELECT id FROM {t}errands_producers")]
+
+
+def leader_pid(app: errands.App) -> int | None:
+    """The pid of the node holding an unexpired leader lease (names are host-pid-random)."""
+    now = "now()" if app.engine.dialect == "postgres" else str(time.time())
+    rows = _select(app, f"SELECT node FROM {{t}}errands_leader WHERE expires_at > {now}")
+    return int(rows[0].split("-")[-2]) if rows else None
+
+
+def _select(app: errands.App, sql: str) -> list[str]:
+    if app.engine.dialect == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(app.database_url.path) as conn:
+            return [row[0] for row in conn.execute(sql.format(t=""))]
+    import psycopg
+
+    with psycopg.connect(app.database_url.url) as conn:
+        return [row[0] for row in conn.execute(sql.format(t=f'"{app.schema}".'))]
