@@ -32,9 +32,9 @@ WORKER_MODULE = textwrap.dedent(
         schema=os.environ.get("TEST_SCHEMA") or None,
         auto_migrate=True,
         queues={q: 4 for q in os.environ.get("TEST_QUEUES", "default").split(",")},
-        rescue_after=1.0,
+        rescue_after=float(os.environ.get("TEST_RESCUE_AFTER", "1.0")),
         stage_interval=0.05,
-        poll_interval=0.05,
+        poll_interval=float(os.environ.get("TEST_POLL_INTERVAL", "0.05")),
         grace_period=1.0,
     )
 
@@ -82,14 +82,19 @@ def start_worker(
     )
 
 
-def read_sink(path: Path) -> list[tuple[str, int, int]]:
+def read_sink_times(path: Path) -> list[tuple[str, int, int, float]]:
+    """``(event, job id, pid, time)`` for every start and end recorded so far."""
     if not path.exists():
         return []
     events = []
     for line in path.read_text().splitlines():
-        event, job_id, pid, _ = line.split()
-        events.append((event, int(job_id), int(pid)))
+        event, job_id, pid, at = line.split()
+        events.append((event, int(job_id), int(pid), float(at)))
     return events
+
+
+def read_sink(path: Path) -> list[tuple[str, int, int]]:
+    return [(event, job_id, pid) for event, job_id, pid, _ in read_sink_times(path)]
 
 
 def stop(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
