@@ -32,7 +32,7 @@ from errands.errors import ConfigError, InvalidJobError
 from errands.job import DEFAULT_MAX_ATTEMPTS, Job, JobOptions, JobState, NewJob
 from errands.runtime.drain import drain as run_drain
 from errands.runtime.node import Node
-from errands.worker import JobFunction, Registry, Worker, function_worker
+from errands.worker import JobFunction, Registry, Worker, _tags, function_worker
 
 __all__ = ["App"]
 
@@ -86,6 +86,8 @@ class App:
         except TypeError as exc:
             known = ", ".join(Settings.__dataclass_fields__)
             raise ConfigError(f"unknown App option: {exc} (known: {known})") from None
+        if schema is not None and self.database_url.dialect != "postgres":
+            raise ConfigError(f"schema={schema!r} is for PostgreSQL; SQLite has no schemas")
         self.schema = schema
         self.auto_migrate = (
             self.database_url.dialect == "sqlite" if auto_migrate is None else auto_migrate
@@ -179,7 +181,7 @@ class App:
             priority=priority,
             max_attempts=max_attempts,
             timeout=timeout,
-            tags=None if tags is None else tuple(tags),
+            tags=_tags(tags),
         )
 
         def decorate(func: Callable[P, R]) -> JobFunction[P, R]:
@@ -273,12 +275,17 @@ class App:
         **extra: Any,
     ) -> Job:
         """The async twin of :meth:`enqueue` (the database call runs in a thread)."""
-        new = self.new_job(worker, args, options, **extra)
-        return (await asyncio.to_thread(self.enqueue_many, [new], conn=conn))[0]
+        return (await self.aenqueue_many([self.new_job(worker, args, options, **extra)], conn=conn))[0]
 
     async def aenqueue_many(self, jobs: Iterable[NewJob], *, conn: Any = None) -> list[Job]:
-        """The async twin of :meth:`enqueue_many`."""
-        return await asyncio.to_thread(self.enqueue_many, list(jobs), conn=conn)
+        """The async twin of :meth:`enqueue_many`.
+
+        With ``conn`` the insert runs right here, on the caller's connection and
+        thread (a sqlite3 connection refuses other threads); without it, in a thread.
+        """
+        if conn is not None:
+            return self.enqueue_many(jobs, conn=conn)
+        return await asyncio.to_thread(self.enqueue_many, list(jobs))
 
     # -- inspection and control -------------------------------------------------------
     def get_job(self, job_id: int) -> Job | None:

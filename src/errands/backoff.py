@@ -36,10 +36,10 @@ def exponential(
     True
     """
     delay = base + factor ** min(attempt, _MAX_EXPONENT)
-    if maximum is not None:
-        delay = min(delay, maximum)
     if jitter:
         delay *= 1 + random.uniform(-jitter, jitter)
+    if maximum is not None:
+        delay = min(delay, maximum)
     return max(delay, 0.0)
 
 

@@ -23,17 +23,30 @@ from errands.errors import InvalidJobError
 __all__ = ["decode", "encode"]
 
 
-def _check_finite(value: Any, field: str) -> None:
-    # Walk only containers and floats; everything else orjson validates itself.
+def _check(value: Any, field: str, path: str) -> None:
+    # orjson would quietly turn NaN into null and datetimes, UUIDs and
+    # dataclasses into strings or objects: the job would get other args than
+    # it was given. Only plain JSON types pass.
+    if value is None or isinstance(value, (str, bool, int)):
+        return
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise InvalidJobError(f"{field} must be JSON: {value!r} is not a finite number")
+            raise InvalidJobError(f"{field} must be JSON: {path} is {value!r}, not a finite number")
     elif isinstance(value, dict):
-        for item in value.values():
-            _check_finite(item, field)
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidJobError(
+                    f"{field} must be JSON: {path} has key {key!r}; JSON object keys are strings"
+                )
+            _check(item, field, f"{path}[{key!r}]")
     elif isinstance(value, (list, tuple)):
-        for item in value:
-            _check_finite(item, field)
+        for index, item in enumerate(value):
+            _check(item, field, f"{path}[{index}]")
+    else:
+        raise InvalidJobError(
+            f"{field} must be JSON: {path} is a {type(value).__name__} ({value!r:.80}); "
+            "convert it to a string, number, list or dict first"
+        )
 
 
 def encode(value: Any, field: str) -> bytes:
@@ -42,7 +55,7 @@ def encode(value: Any, field: str) -> bytes:
         data = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise InvalidJobError(f"{field} must be JSON-serialisable: {exc}") from None
-    _check_finite(value, field)
+    _check(value, field, field.split(" ", 1)[0])
     return data
 
 

@@ -101,7 +101,7 @@ def parse_database_url(url: str | None) -> DatabaseURL:
             raise ConfigError(
                 f"database URL {mask_url(url)!r} names no host: expected postgresql://user@host/dbname"
             )
-        return DatabaseURL("postgres", urlunsplit(parts._replace(scheme="postgresql")))
+        return DatabaseURL("postgres", "postgresql" + url[len(scheme) :])
     raise ConfigError(
         f"database URL scheme {scheme!r} is not supported (in {mask_url(url)!r}): "
         "use sqlite:///path.db or postgresql://user@host/dbname"

@@ -62,7 +62,12 @@ class Snooze(Exception):  # noqa: N818 - an outcome, not an error
     """
 
     def __init__(self, seconds: float) -> None:
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
             raise InvalidJobError(f"Snooze seconds must be a number >= 0, got {seconds!r}")
         super().__init__(seconds)
         self.seconds = float(seconds)
@@ -227,9 +232,10 @@ class JobOptions:
             for name in self.__slots__
             if getattr(other, name) is not None
         }
-        if "schedule_in" in changes:
+        # A new due time, given either way, replaces the old one given either way.
+        if other.schedule_in is not None:
             changes["scheduled_at"] = None
-        if "scheduled_at" in changes:
+        elif other.scheduled_at is not None:
             changes["schedule_in"] = None
         return replace(self, **changes)
 

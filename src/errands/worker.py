@@ -48,6 +48,11 @@ def current_job() -> Job:
         raise RuntimeError("errands.current_job() is only available inside a running job") from None
 
 
+def _tags(tags: Any) -> Any:
+    # A lone string is refused by JobOptions rather than split into letters.
+    return tags if tags is None or isinstance(tags, str) else tuple(tags)
+
+
 class Worker:
     """Base class of class-based workers; options go in the class statement.
 
@@ -86,7 +91,7 @@ class Worker:
             priority=priority,
             max_attempts=max_attempts,
             timeout=timeout,
-            tags=None if tags is None else tuple(tags),
+            tags=_tags(tags),
         )
         cls.defaults = cls.defaults.merged(own)
 

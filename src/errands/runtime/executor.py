@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import threading
 import time
 import traceback
@@ -134,7 +135,16 @@ def _backoff(worker: Worker, job: Job) -> float:
     except Exception:
         log.exception("backoff() of %s failed; using the default", job.worker)
         return Worker.backoff(worker, job)
+    if not math.isfinite(delay):
+        log.error("backoff() of %s returned %r; using the default", job.worker, delay)
+        return Worker.backoff(worker, job)
     return max(delay, 0.0)
+
+
+def _shutting_down() -> bool:
+    """True when our own task is being cancelled (shutdown), not the job's own code."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def execute(
@@ -170,7 +180,11 @@ async def execute(
         return ack(
             JobState.DISCARDED, error=error_record(discard, job.attempt, with_traceback=False)
         )
-    except Exception as exc:
+    except BaseException as exc:
+        # SystemExit or KeyboardInterrupt from a job body fails that attempt; it
+        # must not take the worker down. Only our own cancellation propagates.
+        if isinstance(exc, asyncio.CancelledError) and _shutting_down():
+            raise
         record = error_record(exc, job.attempt)
         if job.attempt >= job.max_attempts:
             return ack(JobState.DISCARDED, error=record)
