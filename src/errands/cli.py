@@ -21,18 +21,12 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import importlib
 import json
 import logging
 import os
-import signal
 import sys
-import threading
-import time
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,7 +38,8 @@ from rich.markup import escape
 import errands
 from errands.app import App
 from errands.cli_render import job_detail, job_to_dict, jobs_table, queues_table
-from errands.config import mask_url
+from errands.cli_worker import hard_exit, queue_list, run_worker, supervise
+from errands.config import mask_url, parse_database_url
 from errands.demo import MIN_JOBS, DemoTimings, run_demo
 from errands.errors import ErrandsError, UnknownWorkerError
 from errands.job import JobState
@@ -69,7 +64,10 @@ class CliError(click.ClickException):
 
 
 class ErrandsGroup(click.Group):
-    """A click group that turns every :class:`errands.ErrandsError` into a :class:`CliError`."""
+    """A click group that turns every :class:`errands.ErrandsError` into a :class:`CliError`.
+
+    Example: ``@click.group(cls=ErrandsGroup)``
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the subcommand; library errors become one-line messages."""
@@ -109,7 +107,10 @@ def load_app(spec: str) -> App:
 
 @dataclasses.dataclass
 class CliState:
-    """What the global options chose; builds the app once, on first use."""
+    """What the global options chose; builds the app once, on first use.
+
+    Example: ``CliState(None, "sqlite:///errands.db").open().list_jobs()``
+    """
 
     app_spec: str | None
     database_url: str | None
@@ -126,7 +127,7 @@ class CliState:
             return self.app
         if self.app_spec:
             app = load_app(self.app_spec)
-            if self.database_url and self.database_url != app.database_url.url:
+            if self.database_url and _normal(self.database_url) != app.database_url.url:
                 _err().print(f"[yellow]warning:[/] ignoring --database-url "
                              f"{escape(mask_url(self.database_url))}: the app from --app uses "
                              f"{escape(app.database_url.masked)}")
@@ -153,6 +154,13 @@ class CliState:
             self.app.close()
 
 
+def _normal(url: str) -> str:
+    try:
+        return parse_database_url(url).url
+    except ErrandsError:
+        return url
+
+
 def _out() -> Console:
     # soft_wrap: one-line messages stay one line (copyable, greppable); tables still fit.
     return Console(highlight=False, soft_wrap=True)
@@ -173,7 +181,14 @@ _job_id = click.argument("job_id", type=click.IntRange(min=1), metavar="ID")
 @click.version_option(errands.__version__, prog_name="errands")
 @click.pass_context
 def cli(ctx: click.Context, app_spec: str | None, database_url: str | None) -> None:
-    """Durable background jobs kept in your database."""
+    """Durable background jobs kept in your database.
+
+    \b
+    Examples:
+      errands --app myproject.jobs:app worker
+      errands --database-url sqlite:///errands.db jobs --state retryable
+      errands demo
+    """
     source = ctx.get_parameter_source("database_url")
     ctx.obj = CliState(app_spec or None, database_url or None,
                        url_on_command_line=source is ParameterSource.COMMANDLINE)
@@ -181,104 +196,37 @@ def cli(ctx: click.Context, app_spec: str | None, database_url: str | None) -> N
 
 
 # -- worker ---------------------------------------------------------------------------
-def _queue_list(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    if not names:
-        raise click.BadParameter(f"expected queue names separated by commas, got {value!r}",
-                                 param_hint="--queues")
-    return names
-
-
-def _hard_exit(code: int) -> None:
-    """Leave now if threads are left over (a sync job stuck in a call), after flushing."""
-    deadline = time.monotonic() + _EXIT_JOIN_SECONDS
-    main_thread = threading.main_thread()
-    for thread in threading.enumerate():
-        if thread is not main_thread and thread.is_alive():
-            thread.join(max(0.0, deadline - time.monotonic()))
-    stuck = [t.name for t in threading.enumerate() if t is not main_thread and t.is_alive()]
-    if not stuck:
-        return
-    log.warning("%d thread(s) still running at exit (%s); exiting anyway",
-                len(stuck), ", ".join(sorted(stuck)))
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    os._exit(code)
-
-
-async def _work(
-    app: App, queues: list[str] | None, grace: float | None, console: Console
-) -> Counter[str]:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():  # a second signal while stopping: leave at once
-            console.print(f"[red]signal {signum} again: exiting without waiting for jobs[/]")
-            sys.stdout.flush()
-            os._exit(128 + signum)
-        log.info("signal %d received: stopping (send it again to exit at once)", signum)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, int(sig))
-    try:
-        node = await app.start(queues)
-        limits = ", ".join(f"{name}({c.limit})" for name, c in node.queue_configs.items())
-        console.print(
-            f"errands worker {escape(node.name)} started: queues {escape(limits)}; "
-            f"{len(app.registry)} worker(s); database {escape(app.database_url.masked)}"
-        )
-        sys.stdout.flush()
-        await stop.wait()
-        outcomes = node.outcomes
-    finally:
-        try:
-            await app.stop(grace)
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-    return outcomes
-
-
 @cli.command()
 @click.option("--queues", "queue_names", metavar="Q1,Q2",
               help="Run only these queues (default: the app's queues).")
 @click.option("--concurrency", type=click.IntRange(min=1), metavar="N",
               help="Run up to N jobs at once per queue, overriding each queue's limit.")
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              metavar="N", help="Run N worker processes under one supervisor (every core).")
 @click.option("--grace", type=click.FloatRange(min=0), metavar="SECONDS",
               help="At shutdown, wait this long for running jobs (default: the app's).")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.pass_obj
-def worker(state: CliState, queue_names: str | None, concurrency: int | None,
+def worker(state: CliState, queue_names: str | None, concurrency: int | None, processes: int,
            grace: float | None, log_level: str) -> None:
     """Run the app's queues until SIGTERM or Ctrl-C.
 
-    Example: errands --app myproject.jobs:app worker --queues default,mail
+    Example: errands --app myproject.jobs:app worker --queues default,mail --processes 2
     """
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    queues = _queue_list(queue_names)
+    queues = queue_list(queue_names)
     app = state.open(needs_app="worker")
-    if concurrency is not None:
-        chosen = queues if queues is not None else list(app.queues)
-        app.queues = {**app.queues, **{
-            name: dataclasses.replace(app.queue_config(name), limit=concurrency)
-            for name in chosen
-        }}
-    if not len(app.registry):
-        log.warning("the app registers no workers: jobs will wait for a worker that knows them")
-    console = _out()
-    outcomes = asyncio.run(_work(app, queues, grace, console))
-    summary = ", ".join(f"{name} {n}" for name, n in sorted(outcomes.items())) or "no jobs run"
-    console.print(f"errands worker stopped ({summary})")
+    if processes > 1:
+        assert state.app_spec is not None  # open(needs_app=...) refused otherwise
+        code = supervise(state.app_spec, processes, queue_names=queue_names,
+                         concurrency=concurrency, grace=grace, log_level=log_level)
+        state.close()
+        sys.exit(code)
+    run_worker(app, queues, concurrency=concurrency, grace=grace, console=_out())
     state.close()
-    _hard_exit(0)
+    hard_exit(0)
 
 
 # -- enqueue --------------------------------------------------------------------------

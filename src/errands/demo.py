@@ -355,5 +355,5 @@ def run_demo(
                       soft_wrap=True)
     else:
         console.print("next: [cyan]errands demo --keep[/] keeps the database, to look at it "
-                      "with [cyan]errands jobs[/] and [cyan]errands job ID[/]")
+                      "with [cyan]errands jobs[/] and [cyan]errands job ID[/]", soft_wrap=True)
     return code

@@ -196,6 +196,11 @@ def test_sigterm_past_grace_hands_job_back(worker_env: dict[str, str], tmp_path:
     assert app.drain() == {"completed": 1}
 
 
+def producer_pids(app: errands.App) -> set[int]:
+    """Pids of the nodes with a producer row (producer ids are node/queue/random)."""
+    return {int(row.split("/")[0].split("-")[-2]) for row in producer_rows(app)}
+
+
 def leader_pid(app: errands.App) -> int | None:
     """The pid of the node holding the leader lease (node names are host-pid-random)."""
     for info in leader_rows(app):
@@ -273,6 +278,11 @@ def producer_rows(app: errands.App) -> list[str]:
     return [f"{p}" for p in _select(app, "SELECT id FROM {t}errands_producers")]
 
 
+def producer_pids(app: errands.App) -> set[int]:
+    """Pids of the nodes with a producer row (producer ids are node/queue/random)."""
+    return {int(row.split("/")[0].split("-")[-2]) for row in producer_rows(app)}
+
+
 def leader_pid(app: errands.App) -> int | None:
     """The pid of the node holding an unexpired leader lease (names are host-pid-random)."""
     now = "now()" if app.engine.dialect == "postgres" else str(time.time())
@@ -290,3 +300,33 @@ def _select(app: errands.App, sql: str) -> list[str]:
 
     with psycopg.connect(app.database_url.url) as conn:
         return [row[0] for row in conn.execute(sql.format(t=f'"{app.schema}".'))]
+
+
+def test_supervisor_runs_n_processes_and_restarts_a_dead_one(
+    worker_env: dict[str, str], tmp_path: Path
+):
+    app = client(worker_env)
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "errands", "--app", "procjobs:app", "worker", "--processes", "2"],
+        cwd=tmp_path,
+        env=worker_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: len(producer_rows(app)) == 2, timeout=60)
+        children = producer_pids(app)
+        assert len(children) == 2 and supervisor.pid not in children
+        os.kill(min(children), signal.SIGKILL)
+        # The supervisor starts a replacement; jobs still all run exactly once.
+        jobs = app.enqueue_many([app.new_job("work", {"sleep": 0.001}) for _ in range(100)])
+        wait_for(
+            lambda: app.queue_counts()["default"].get("completed", 0) == len(jobs), timeout=60
+        )
+        wait_for(lambda: producer_pids(app) - children, timeout=60)
+    finally:
+        code, err = stop(supervisor)
+    assert code == 0, err[-3000:]
+    assert "restarting" in err
+    starts = Counter(j for e, j, _ in read_sink(Path(worker_env["TEST_SINK"])) if e == "start")
+    assert max(starts.values()) == 1 and len(starts) == 100

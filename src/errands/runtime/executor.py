@@ -13,15 +13,19 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import logging
 import math
+import os
 import threading
 import time
 import traceback
 from concurrent.futures import Executor
+from types import TracebackType
 from typing import Any
 
+import errands
 from errands import codec
 from errands.engines.base import Ack
 from errands.job import Cancel, Discard, Job, JobState, Snooze
@@ -58,18 +62,41 @@ def _clean(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PLUMBING = (
+    _PACKAGE_DIR,
+    os.path.dirname(asyncio.__file__),
+    os.path.dirname(concurrent.futures.__file__),
+)
+
+
+def _user_traceback(exc: BaseException) -> TracebackType | None:
+    """The traceback from the first frame outside errands, asyncio and concurrent."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PLUMBING):
+        tb = tb.tb_next
+    return tb or exc.__traceback__
+
+
+def _type_name(kind: type[BaseException]) -> str:
+    name = f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins.")
+    if kind.__module__.startswith("errands.") and getattr(errands, kind.__qualname__, None) is kind:
+        return f"errands.{kind.__qualname__}"  # the public name users import
+    return name
+
+
 def error_record(
     exc: BaseException, attempt: int, *, with_traceback: bool = True
 ) -> dict[str, Any]:
-    """The dict kept on the job for one failed attempt."""
+    """The dict kept on the job for one failed attempt (the traceback starts in user code)."""
     kind = type(exc)
     trace = (
-        "".join(traceback.format_exception(kind, exc, exc.__traceback__))
+        "".join(traceback.format_exception(kind, exc, _user_traceback(exc)))
         if with_traceback
         else None
     )
     return {
-        "type": f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins."),
+        "type": _type_name(kind),
         "message": _clean(str(exc), _MAX_MESSAGE),
         "traceback": None if trace is None else _clean(trace, _MAX_TRACEBACK),
         "at": time.time(),

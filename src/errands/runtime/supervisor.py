@@ -79,6 +79,7 @@ class Supervisor:
                             code,
                         )
                         self.restarts += 1
+                        del self.children[index]
                         time.sleep(_RESTART_DELAY)
                         if not self._stopping.is_set():
                             self._spawn(index)
@@ -99,5 +100,5 @@ class Supervisor:
                 child.kill()
                 code = child.wait()
             if code not in (0, -signal.SIGTERM):
-                worst = worst or code or 1
+                worst = worst or (code if code > 0 else 1)
         return worst
