@@ -275,7 +275,8 @@ class App:
         **extra: Any,
     ) -> Job:
         """The async twin of :meth:`enqueue` (the database call runs in a thread)."""
-        return (await self.aenqueue_many([self.new_job(worker, args, options, **extra)], conn=conn))[0]
+        new = self.new_job(worker, args, options, **extra)
+        return (await self.aenqueue_many([new], conn=conn))[0]
 
     async def aenqueue_many(self, jobs: Iterable[NewJob], *, conn: Any = None) -> list[Job]:
         """The async twin of :meth:`enqueue_many`.

@@ -6,6 +6,7 @@ parallel with other tests (the README's `pytest` runs serially).
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -77,7 +78,7 @@ def assert_no_concurrent_runs(sink: Path) -> None:
             spans[job_id].append((open_starts.pop((job_id, pid)), at, pid))
     for job_id, runs in spans.items():
         runs.sort()
-        for (_, end, pid), (start, _, other) in zip(runs, runs[1:], strict=False):
+        for (_, end, pid), (start, _, other) in itertools.pairwise(runs):
             assert start >= end, f"job {job_id} ran on {pid} and {other} at once"
 
 

@@ -1,4 +1,4 @@
-"""Several real worker processes on one database: no job runs twice, a killed worker's job is rescued.
+"""Real worker processes on one database: no job runs twice; a killed worker's job is rescued.
 
 Each job records its start and end to a sink file outside the database, so the
 checks do not trust the table they are checking.
@@ -194,35 +194,6 @@ def test_sigterm_past_grace_hands_job_back(worker_env: dict[str, str], tmp_path:
     assert back.state == "available", back
     assert back.errors[-1]["type"] == "errands.Shutdown"
     assert app.drain() == {"completed": 1}
-
-
-def producer_pids(app: errands.App) -> set[int]:
-    """Pids of the nodes with a producer row (producer ids are node/queue/random)."""
-    return {int(row.split("/")[0].split("-")[-2]) for row in producer_rows(app)}
-
-
-def leader_pid(app: errands.App) -> int | None:
-    """The pid of the node holding the leader lease (node names are host-pid-random)."""
-    for info in leader_rows(app):
-        return int(info.split("-")[-2])
-    return None
-
-
-def leader_rows(app: errands.App) -> list[str]:
-    engine = app.engine
-    if engine.dialect == "sqlite":
-        import sqlite3
-
-        with sqlite3.connect(engine.path) as conn:  # type: ignore[attr-defined]
-            rows = conn.execute("SELECT node FROM errands_leader WHERE expires_at > ?", (time.time(),))
-            return [row[0] for row in rows]
-    import psycopg
-
-    with psycopg.connect(app.database_url.url) as conn:
-        rows = conn.execute(
-            f'SELECT node FROM "{app.schema}".errands_leader WHERE expires_at > now()'
-        ).fetchall()
-        return [row[0] for row in rows]
 
 
 def test_killing_the_leader_hands_leadership_over(worker_env: dict[str, str], tmp_path: Path):
