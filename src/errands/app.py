@@ -29,7 +29,7 @@ from errands import codec
 from errands.config import QUEUE_NAME, QueueConfig, Settings, parse_database_url, parse_queues
 from errands.engines import Engine, create_engine
 from errands.errors import ConfigError, InvalidJobError
-from errands.job import DEFAULT_MAX_ATTEMPTS, Job, JobOptions, JobState, NewJob
+from errands.job import DEFAULT_MAX_ATTEMPTS, LAST_TIME, Job, JobOptions, JobState, NewJob
 from errands.runtime.drain import drain as run_drain
 from errands.runtime.node import Node
 from errands.worker import JobFunction, Registry, Worker, _tags, function_worker
@@ -49,6 +49,13 @@ def _job_options(options: JobOptions | None, extra: Mapping[str, Any]) -> JobOpt
     except TypeError as exc:
         raise InvalidJobError(f"unknown job option: {exc}") from None
     return given if options is None else options.merged(given)
+
+
+def _possible_id(job_id: Any) -> bool:
+    """False for ids no row can have (both engines use signed 64-bit ids)."""
+    if isinstance(job_id, bool) or not isinstance(job_id, int):
+        raise InvalidJobError(f"job id must be an int, got {job_id!r}")
+    return 1 <= job_id < 2**63
 
 
 class App:
@@ -218,6 +225,13 @@ class App:
             raise InvalidJobError(
                 f"queue must be 1-128 letters, digits or _.:- characters, got {queue!r}"
             )
+        run_at = opts.run_at()
+        if run_at is not None and not 0 <= run_at <= LAST_TIME:
+            raise InvalidJobError(
+                f"schedule_in/scheduled_at of {cls.name!r} must give a due time from 1970 "
+                "to 9999, "
+                f"got {run_at!r} (Unix seconds)"
+            )
         return NewJob(
             worker=cls.name,
             queue=queue,
@@ -227,7 +241,7 @@ class App:
             tags_json=codec.encode(list(opts.tags or ()), "tags"),
             priority=opts.priority or 0,
             max_attempts=opts.max_attempts or DEFAULT_MAX_ATTEMPTS,
-            scheduled_at=opts.run_at(),
+            scheduled_at=run_at,
             timeout=opts.timeout,
         )
 
@@ -291,6 +305,8 @@ class App:
     # -- inspection and control -------------------------------------------------------
     def get_job(self, job_id: int) -> Job | None:
         """The job with this id, or ``None``."""
+        if not _possible_id(job_id):
+            return None
         self.ensure_schema()
         return self.engine.get_job(job_id)
 
@@ -316,6 +332,8 @@ class App:
 
     def retry_job(self, job_id: int) -> Job | None:
         """Run a retryable or finished job again now; ``None`` if it cannot be retried."""
+        if not _possible_id(job_id):
+            return None
         self.ensure_schema()
         job = self.engine.retry_job(job_id)
         if job is not None and self._node is not None:
@@ -324,11 +342,15 @@ class App:
 
     def cancel_job(self, job_id: int) -> Job | None:
         """Cancel a job that has not finished; ``None`` if it already had."""
+        if not _possible_id(job_id):
+            return None
         self.ensure_schema()
         return self.engine.cancel_job(job_id)
 
     def delete_job(self, job_id: int) -> bool:
         """Delete a job that is not executing; True if it was deleted."""
+        if not _possible_id(job_id):
+            return False
         self.ensure_schema()
         return self.engine.delete_job(job_id)
 

@@ -94,9 +94,7 @@ def load_app(spec: str) -> App:
         for part in attr.split("."):
             found = getattr(found, part)
     except Exception as exc:
-        raise click.UsageError(
-            f"could not import {spec!r}: {type(exc).__name__}: {exc}"
-        ) from None
+        raise click.UsageError(f"could not import {spec!r}: {type(exc).__name__}: {exc}") from None
     if not isinstance(found, App):
         raise click.UsageError(
             f"could not import {spec!r}: {module_name}.{attr} is a {type(found).__name__}, "
@@ -128,9 +126,11 @@ class CliState:
         if self.app_spec:
             app = load_app(self.app_spec)
             if self.database_url and _normal(self.database_url) != app.database_url.url:
-                _err().print(f"[yellow]warning:[/] ignoring --database-url "
-                             f"{escape(mask_url(self.database_url))}: the app from --app uses "
-                             f"{escape(app.database_url.masked)}")
+                _err().print(
+                    f"[yellow]warning:[/] ignoring --database-url "
+                    f"{escape(mask_url(self.database_url))}: the app from --app uses "
+                    f"{escape(app.database_url.masked)}"
+                )
         elif needs_app:
             raise click.UsageError(
                 f"'errands {needs_app}' needs --app module:attr (or $ERRANDS_APP): "
@@ -174,10 +174,21 @@ _job_id = click.argument("job_id", type=click.IntRange(min=1), metavar="ID")
 
 
 @click.group(cls=ErrandsGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--app", "app_spec", envvar="ERRANDS_APP", metavar="MODULE:ATTR", show_envvar=True,
-              help="The errands.App to use, e.g. myproject.jobs:app.")
-@click.option("--database-url", envvar="ERRANDS_DATABASE_URL", metavar="URL", show_envvar=True,
-              help="Database to use when no --app is given, e.g. sqlite:///errands.db.")
+@click.option(
+    "--app",
+    "app_spec",
+    envvar="ERRANDS_APP",
+    metavar="MODULE:ATTR",
+    show_envvar=True,
+    help="The errands.App to use, e.g. myproject.jobs:app.",
+)
+@click.option(
+    "--database-url",
+    envvar="ERRANDS_DATABASE_URL",
+    metavar="URL",
+    show_envvar=True,
+    help="Database to use when no --app is given, e.g. sqlite:///errands.db.",
+)
 @click.version_option(errands.__version__, prog_name="errands")
 @click.pass_context
 def cli(ctx: click.Context, app_spec: str | None, database_url: str | None) -> None:
@@ -190,38 +201,78 @@ def cli(ctx: click.Context, app_spec: str | None, database_url: str | None) -> N
       errands demo
     """
     source = ctx.get_parameter_source("database_url")
-    ctx.obj = CliState(app_spec or None, database_url or None,
-                       url_on_command_line=source is ParameterSource.COMMANDLINE)
+    ctx.obj = CliState(
+        app_spec or None,
+        database_url or None,
+        url_on_command_line=source is ParameterSource.COMMANDLINE,
+    )
     ctx.call_on_close(ctx.obj.close)
 
 
 # -- worker ---------------------------------------------------------------------------
 @cli.command()
-@click.option("--queues", "queue_names", metavar="Q1,Q2",
-              help="Run only these queues (default: the app's queues).")
-@click.option("--concurrency", type=click.IntRange(min=1), metavar="N",
-              help="Run up to N jobs at once per queue, overriding each queue's limit.")
-@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
-              metavar="N", help="Run N worker processes under one supervisor (every core).")
-@click.option("--grace", type=click.FloatRange(min=0), metavar="SECONDS",
-              help="At shutdown, wait this long for running jobs (default: the app's).")
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option(
+    "--queues",
+    "queue_names",
+    metavar="Q1,Q2",
+    help="Run only these queues (default: the app's queues).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Run up to N jobs at once per queue, overriding each queue's limit.",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Run N worker processes under one supervisor (every core).",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="At shutdown, wait this long for running jobs (default: the app's).",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 @click.pass_obj
-def worker(state: CliState, queue_names: str | None, concurrency: int | None, processes: int,
-           grace: float | None, log_level: str) -> None:
+def worker(
+    state: CliState,
+    queue_names: str | None,
+    concurrency: int | None,
+    processes: int,
+    grace: float | None,
+    log_level: str,
+) -> None:
     """Run the app's queues until SIGTERM or Ctrl-C.
 
     Example: errands --app myproject.jobs:app worker --queues default,mail --processes 2
     """
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     queues = queue_list(queue_names)
     app = state.open(needs_app="worker")
     if processes > 1:
         assert state.app_spec is not None  # open(needs_app=...) refused otherwise
-        code = supervise(state.app_spec, processes, queue_names=queue_names,
-                         concurrency=concurrency, grace=grace, log_level=log_level)
+        code = supervise(
+            state.app_spec,
+            processes,
+            queue_names=queue_names,
+            concurrency=concurrency,
+            grace=grace,
+            log_level=log_level,
+        )
         state.close()
         sys.exit(code)
     run_worker(app, queues, concurrency=concurrency, grace=grace, console=_out())
@@ -232,16 +283,34 @@ def worker(state: CliState, queue_names: str | None, concurrency: int | None, pr
 # -- enqueue --------------------------------------------------------------------------
 @cli.command()
 @click.argument("worker_name", metavar="WORKER")
-@click.option("--args", "args_json", default="{}", show_default=True, metavar="JSON",
-              help="The job's args, a JSON object.")
+@click.option(
+    "--args",
+    "args_json",
+    default="{}",
+    show_default=True,
+    metavar="JSON",
+    help="The job's args, a JSON object.",
+)
 @click.option("--queue", help="Queue (default: the worker's).")
 @click.option("--priority", type=int, help="0 (first) to 9 (last).")
-@click.option("--in", "schedule_in", type=float, metavar="SECONDS",
-              help="Run no sooner than this many seconds from now.")
+@click.option(
+    "--in",
+    "schedule_in",
+    type=float,
+    metavar="SECONDS",
+    help="Run no sooner than this many seconds from now.",
+)
 @click.option("--max-attempts", type=int, help="Attempts before the job is discarded.")
 @click.pass_obj
-def enqueue(state: CliState, worker_name: str, args_json: str, queue: str | None,
-            priority: int | None, schedule_in: float | None, max_attempts: int | None) -> None:
+def enqueue(
+    state: CliState,
+    worker_name: str,
+    args_json: str,
+    queue: str | None,
+    priority: int | None,
+    schedule_in: float | None,
+    max_attempts: int | None,
+) -> None:
     """Insert a job for a registered WORKER and print its id.
 
     Example: errands --app tasks:app enqueue tasks.add --args '{"a": 1, "b": 2}' --in 60
@@ -249,13 +318,19 @@ def enqueue(state: CliState, worker_name: str, args_json: str, queue: str | None
     try:
         args = json.loads(args_json)
     except ValueError as exc:
-        raise click.BadParameter(f"not valid JSON ({args_json!r}): {exc}",
-                                 param_hint="--args") from None
+        raise click.BadParameter(
+            f"not valid JSON ({args_json!r}): {exc}", param_hint="--args"
+        ) from None
     if not isinstance(args, dict):
-        raise click.BadParameter(f"must be a JSON object like '{{\"x\": 1}}', got {args_json!r}",
-                                 param_hint="--args")
-    given: dict[str, Any] = {"queue": queue, "priority": priority, "schedule_in": schedule_in,
-                             "max_attempts": max_attempts}
+        raise click.BadParameter(
+            f"must be a JSON object like '{{\"x\": 1}}', got {args_json!r}", param_hint="--args"
+        )
+    given: dict[str, Any] = {
+        "queue": queue,
+        "priority": priority,
+        "schedule_in": schedule_in,
+        "max_attempts": max_attempts,
+    }
     options = {name: value for name, value in given.items() if value is not None}
     app = state.open(needs_app="enqueue")
     try:
@@ -263,8 +338,9 @@ def enqueue(state: CliState, worker_name: str, args_json: str, queue: str | None
     except UnknownWorkerError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(str(job.id))
-    _err().print(f"enqueued job {job.id}: {escape(job.worker)} on queue {escape(job.queue)} "
-                 f"({job.state})")
+    _err().print(
+        f"enqueued job {job.id}: {escape(job.worker)} on queue {escape(job.queue)} ({job.state})"
+    )
 
 
 # -- inspection -----------------------------------------------------------------------
@@ -275,8 +351,14 @@ def enqueue(state: CliState, worker_name: str, args_json: str, queue: str | None
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_obj
-def jobs(state: CliState, job_state: str | None, queue: str | None, worker_name: str | None,
-         limit: int, as_json: bool) -> None:
+def jobs(
+    state: CliState,
+    job_state: str | None,
+    queue: str | None,
+    worker_name: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """List jobs, newest first.
 
     Example: errands jobs --state retryable --queue mail
@@ -383,17 +465,30 @@ def migrate(state: CliState) -> None:
 
 
 @cli.command()
-@click.option("--database-url", "demo_url", metavar="URL",
-              help="Database for the demo (default: a fresh temporary SQLite file).")
-@click.option("--jobs", "n_jobs", type=click.IntRange(min=MIN_JOBS), default=40,
-              show_default=True,
-              help="How many jobs to enqueue.")
+@click.option(
+    "--database-url",
+    "demo_url",
+    metavar="URL",
+    help="Database for the demo (default: a fresh temporary SQLite file).",
+)
+@click.option(
+    "--jobs",
+    "n_jobs",
+    type=click.IntRange(min=MIN_JOBS),
+    default=40,
+    show_default=True,
+    help="How many jobs to enqueue.",
+)
 @click.option("--keep", is_flag=True, help="Keep the temporary database to look at afterwards.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=45.0, show_default=True,
-              help="Give up after this many seconds.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=45.0,
+    show_default=True,
+    help="Give up after this many seconds.",
+)
 @click.pass_context
-def demo(ctx: click.Context, demo_url: str | None, n_jobs: int, keep: bool,
-         timeout: float) -> None:
+def demo(ctx: click.Context, demo_url: str | None, n_jobs: int, keep: bool, timeout: float) -> None:
     """Enqueue a few dozen example jobs and run them live: retries, snoozes, cancels.
 
     Exit code 0 when every job ended as expected. Example: errands demo --keep

@@ -50,9 +50,25 @@ _STATE_STYLES = {
 
 # Job fields shown and exported; `exception` and `_cancel_event` only live in a worker.
 _FIELDS = (
-    "id", "worker", "queue", "state", "priority", "attempt", "max_attempts", "args", "meta",
-    "tags", "errors", "result", "timeout", "inserted_at", "scheduled_at", "attempted_at",
-    "finished_at", "attempted_by", "conflict",
+    "id",
+    "worker",
+    "queue",
+    "state",
+    "priority",
+    "attempt",
+    "max_attempts",
+    "args",
+    "meta",
+    "tags",
+    "errors",
+    "result",
+    "timeout",
+    "inserted_at",
+    "scheduled_at",
+    "attempted_at",
+    "finished_at",
+    "attempted_by",
+    "conflict",
 )
 
 
@@ -181,8 +197,9 @@ def job_detail(job: Job, now: float | None = None) -> RenderableType:
         head = f"attempt {error.get('attempt', '?')}"
         if isinstance(at, (int, float)):
             head += f" at {_when(float(at), now)}"
-        parts.append(Text(f"- {head}: {error.get('type', 'error')}: {error.get('message', '')}",
-                          style="red"))
+        parts.append(
+            Text(f"- {head}: {error.get('type', 'error')}: {error.get('message', '')}", style="red")
+        )
         trace = error.get("traceback")
         if trace:
             parts.append(Syntax(str(trace).rstrip(), "pytb", word_wrap=True, padding=(0, 2)))
@@ -207,8 +224,9 @@ def queues_table(
     for state in states:
         total = sum(counts.get(name, {}).get(state, 0) for name in names)
         table.add_column(state_text(state), justify="right", footer=str(total))
-    table.add_column("total", justify="right",
-                     footer=str(sum(sum(c.values()) for c in counts.values())))
+    table.add_column(
+        "total", justify="right", footer=str(sum(sum(c.values()) for c in counts.values()))
+    )
     for name in names:
         row = counts.get(name, {})
         cells: list[str] = [name]

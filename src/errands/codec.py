@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import orjson
@@ -21,6 +22,9 @@ import orjson
 from errands.errors import InvalidJobError
 
 __all__ = ["decode", "encode"]
+
+#: A JSON ``\\u0000`` escape that is not itself an escaped backslash followed by "u0000".
+_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 
 def _check(value: Any, field: str, path: str) -> None:
@@ -56,6 +60,11 @@ def encode(value: Any, field: str) -> bytes:
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise InvalidJobError(f"{field} must be JSON-serialisable: {exc}") from None
     _check(value, field, field.split(" ", 1)[0])
+    if b"\\u0000" in data and _NUL.search(data):
+        raise InvalidJobError(
+            f"{field} must not contain NUL characters (\\x00): PostgreSQL cannot store them, "
+            "and errands behaves the same on every engine"
+        )
     return data
 
 

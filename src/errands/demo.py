@@ -37,8 +37,15 @@ import errands
 from errands.cli_render import queues_table, state_text
 from errands.job import FINISHED_STATES
 
-__all__ = ["DEMO_QUEUES", "MIN_JOBS", "DemoTimings", "Expected", "build_demo_app",
-           "enqueue_demo_jobs", "run_demo"]
+__all__ = [
+    "DEMO_QUEUES",
+    "MIN_JOBS",
+    "DemoTimings",
+    "Expected",
+    "build_demo_app",
+    "enqueue_demo_jobs",
+    "run_demo",
+]
 
 #: The demo's queues and their local limits.
 DEMO_QUEUES: dict[str, int] = {"default": 10, "mail": 5, "reports": 3}
@@ -190,33 +197,57 @@ def enqueue_demo_jobs(
         raise errands.ConfigError(f"the demo needs at least {MIN_JOBS} jobs, got {n_jobs}")
     rest = n_jobs - MIN_JOBS
     emails, pages = rest // 2, rest * 3 // 10
-    batch = [app.new_job("demo.send_email", {"to": f"user{i}@example.com", "subject": "welcome"})
-             for i in range(emails)]
-    batch += [app.new_job("demo.fetch_page", {"url": f"https://example.com/page/{i}"})
-              for i in range(pages)]
-    batch += [app.new_job("demo.Report", {"name": f"report-{i}"}, priority=(i % 3) * 4)
-              for i in range(rest - emails - pages)]
+    batch = [
+        app.new_job("demo.send_email", {"to": f"user{i}@example.com", "subject": "welcome"})
+        for i in range(emails)
+    ]
+    batch += [
+        app.new_job("demo.fetch_page", {"url": f"https://example.com/page/{i}"})
+        for i in range(pages)
+    ]
+    batch += [
+        app.new_job("demo.Report", {"name": f"report-{i}"}, priority=(i % 3) * 4)
+        for i in range(rest - emails - pages)
+    ]
     expected = [Expected(job.id, "bulk", "completed", 1) for job in app.enqueue_many(batch)]
 
-    def add(label: str, state: str, attempt: int | None, job: errands.Job,
-            not_before: float | None = None) -> None:
+    def add(
+        label: str,
+        state: str,
+        attempt: int | None,
+        job: errands.Job,
+        not_before: float | None = None,
+    ) -> None:
         expected.append(Expected(job.id, label, state, attempt, not_before))
 
-    add("fails twice, then succeeds", "completed", 3,
-        app.enqueue("demo.Flaky", {"service": "payments"}), 2 * timings.retry_backoff)
+    add(
+        "fails twice, then succeeds",
+        "completed",
+        3,
+        app.enqueue("demo.Flaky", {"service": "payments"}),
+        2 * timings.retry_backoff,
+    )
     add("always fails (max_attempts=2)", "discarded", 2, app.enqueue("demo.Doomed"))
-    add(f"scheduled {timings.schedule_in:g}s ahead", "completed", 1,
+    add(
+        f"scheduled {timings.schedule_in:g}s ahead",
+        "completed",
+        1,
         app.enqueue("demo.remind", {"note": "water the plants"}, schedule_in=timings.schedule_in),
-        timings.schedule_in)
-    add(f"snoozes {timings.snooze:g}s once", "completed", 1, app.enqueue("demo.Snoozy"),
-        timings.snooze)
+        timings.schedule_in,
+    )
+    add(
+        f"snoozes {timings.snooze:g}s once",
+        "completed",
+        1,
+        app.enqueue("demo.Snoozy"),
+        timings.snooze,
+    )
     add("raises errands.Cancel", "cancelled", 1, app.enqueue("demo.Unwanted"))
     victim = app.enqueue("demo.send_email", {"to": "nobody@example.com", "subject": "never"})
     app.cancel_job(victim.id)
     add("cancelled before it ran", "cancelled", 0, victim)
     add("priority 0", "completed", 1, app.enqueue("demo.Report", {"name": "urgent"}, priority=0))
-    add(PRIORITY_LAST, "completed", 1,
-        app.enqueue("demo.Report", {"name": "whenever"}, priority=9))
+    add(PRIORITY_LAST, "completed", 1, app.enqueue("demo.Report", {"name": "whenever"}, priority=9))
     return expected
 
 
@@ -242,8 +273,13 @@ async def _run(
     loop = asyncio.get_running_loop()
     node = await app.start()
     deadline = loop.time() + timings.timeout
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("{task.fields[states]}"))
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[states]}"),
+    )
     try:
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("finished", total=len(ids), states="")
@@ -263,13 +299,21 @@ def _priority_held(jobs: dict[int, errands.Job], last: Expected) -> bool:
     job = jobs.get(last.job_id)
     if job is None or job.attempted_at is None:
         return False
-    others = [j.attempted_at for j in jobs.values()
-              if j.queue == job.queue and j.id != job.id and j.attempted_at is not None]
+    others = [
+        j.attempted_at
+        for j in jobs.values()
+        if j.queue == job.queue and j.id != job.id and j.attempted_at is not None
+    ]
     return all(at <= job.attempted_at for at in others)
 
 
-def _report(console: Console, expected: Sequence[Expected], jobs: dict[int, errands.Job],
-            outcomes: Counter[str], elapsed: float) -> int:
+def _report(
+    console: Console,
+    expected: Sequence[Expected],
+    jobs: dict[int, errands.Job],
+    outcomes: Counter[str],
+    elapsed: float,
+) -> int:
     counts: dict[str, dict[str, int]] = {}
     for job in jobs.values():
         row = counts.setdefault(job.queue, {})
@@ -278,15 +322,21 @@ def _report(console: Console, expected: Sequence[Expected], jobs: dict[int, erra
 
     scenarios = Table(title="what each kind of job did", header_style="bold")
     for name in ("job", "id", "expected", "got", "att.", "ok"):
-        scenarios.add_column(name, justify="right" if name in ("id", "att.") else "left",
-                             overflow="fold")
+        scenarios.add_column(
+            name, justify="right" if name in ("id", "att.") else "left", overflow="fold"
+        )
     bulk = [item for item in expected if item.label == "bulk"]
     failed = [item for item in expected if not item.met_by(jobs.get(item.job_id))]
     if bulk:
         good = sum(item.met_by(jobs.get(item.job_id)) for item in bulk)
-        scenarios.add_row(f"{len(bulk)} bulk jobs (enqueue_many)", "", state_text("completed"),
-                          f"{good} completed", "",
-                          _mark(None if good == len(bulk) else f"{len(bulk) - good} not"))
+        scenarios.add_row(
+            f"{len(bulk)} bulk jobs (enqueue_many)",
+            "",
+            state_text("completed"),
+            f"{good} completed",
+            "",
+            _mark(None if good == len(bulk) else f"{len(bulk) - good} not"),
+        )
     for item in expected:
         if item.label == "bulk":
             continue
@@ -295,15 +345,24 @@ def _report(console: Console, expected: Sequence[Expected], jobs: dict[int, erra
         if problem is None and item.label == PRIORITY_LAST and not _priority_held(jobs, item):
             problem = "started before a lower number"
             failed.append(item)
-        scenarios.add_row(item.label, str(item.job_id), state_text(item.state),
-                          state_text(str(found.state)) if found else "missing",
-                          str(found.attempt) if found else "-", _mark(problem))
+        scenarios.add_row(
+            item.label,
+            str(item.job_id),
+            state_text(item.state),
+            state_text(str(found.state)) if found else "missing",
+            str(found.attempt) if found else "-",
+            _mark(problem),
+        )
     console.print(scenarios)
-    console.print("attempt outcomes seen by the worker: " + ", ".join(
-        f"{state} {n}" for state, n in sorted(outcomes.items())))
+    console.print(
+        "attempt outcomes seen by the worker: "
+        + ", ".join(f"{state} {n}" for state, n in sorted(outcomes.items()))
+    )
     if failed:
-        console.print(f"[bold red]{len(failed)} job(s) did not end as expected[/] "
-                      f"(after {elapsed:.1f}s): ids {', '.join(str(i.job_id) for i in failed)}")
+        console.print(
+            f"[bold red]{len(failed)} job(s) did not end as expected[/] "
+            f"(after {elapsed:.1f}s): ids {', '.join(str(i.job_id) for i in failed)}"
+        )
         return 1
     console.print(f"[bold green]all {len(expected)} jobs ended as expected[/] in {elapsed:.1f}s")
     return 0
@@ -336,8 +395,11 @@ def run_demo(
         app = build_demo_app(database_url, timings)
         try:
             limits = ", ".join(f"{name}({limit})" for name, limit in DEMO_QUEUES.items())
-            console.print(f"[bold]errands demo[/]: {n_jobs} jobs on queues {limits}, "
-                          f"database {escape(app.database_url.masked)}", soft_wrap=True)
+            console.print(
+                f"[bold]errands demo[/]: {n_jobs} jobs on queues {limits}, "
+                f"database {escape(app.database_url.masked)}",
+                soft_wrap=True,
+            )
             app.migrate()  # PostgreSQL apps do not migrate on their own
             started = time.monotonic()
             expected = enqueue_demo_jobs(app, n_jobs, timings)
@@ -350,10 +412,15 @@ def run_demo(
             shutil.rmtree(tmpdir, ignore_errors=True)
     url = app.database_url.url
     if tmpdir is None or keep:
-        console.print(f"next: [cyan]errands --database-url {escape(url)} jobs --state discarded"
-                      f"[/]  (or [cyan]queues[/], [cyan]job ID[/], [cyan]retry ID[/])",
-                      soft_wrap=True)
+        console.print(
+            f"next: [cyan]errands --database-url {escape(url)} jobs --state discarded"
+            f"[/]  (or [cyan]queues[/], [cyan]job ID[/], [cyan]retry ID[/])",
+            soft_wrap=True,
+        )
     else:
-        console.print("next: [cyan]errands demo --keep[/] keeps the database, to look at it "
-                      "with [cyan]errands jobs[/] and [cyan]errands job ID[/]", soft_wrap=True)
+        console.print(
+            "next: [cyan]errands demo --keep[/] keeps the database, to look at it "
+            "with [cyan]errands jobs[/] and [cyan]errands job ID[/]",
+            soft_wrap=True,
+        )
     return code

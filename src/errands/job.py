@@ -38,6 +38,8 @@ __all__ = [
 MIN_PRIORITY = 0
 MAX_PRIORITY = 9
 DEFAULT_MAX_ATTEMPTS = 20
+#: 9999-12-31T23:59:59Z: the last due time every engine (and Python's datetime) can hold.
+LAST_TIME = 253_402_300_799.0
 
 
 class JobState(StrEnum):

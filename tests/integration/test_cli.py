@@ -34,7 +34,7 @@ CLEAN_ENV: dict[str, str | None] = {
     "COLUMNS": "200",
 }
 
-APP_SOURCE = '''
+APP_SOURCE = """
 import time
 import errands
 
@@ -61,7 +61,7 @@ class Boom(errands.Worker, name="boom", max_attempts=1):
         raise RuntimeError("kaboom " + str(job.args.get("n", 0)))
 
 not_an_app = 42
-'''
+"""
 
 
 def invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
@@ -119,8 +119,18 @@ def wait_for(check: Callable[[], bool], timeout: float = 20.0, what: str = "cond
 def test_help_lists_every_command() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("worker", "enqueue", "jobs", "job", "retry", "cancel", "delete", "queues",
-                    "migrate", "demo"):
+    for command in (
+        "worker",
+        "enqueue",
+        "jobs",
+        "job",
+        "retry",
+        "cancel",
+        "delete",
+        "queues",
+        "migrate",
+        "demo",
+    ):
         assert command in result.output
 
 
@@ -133,7 +143,11 @@ def test_version() -> None:
 def test_python_dash_m_runs_the_command(tmp_path: Path, db_url: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "errands", "--database-url", db_url, "migrate"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=clean_subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=clean_subprocess_env(),
     )
     assert proc.returncode == 0, proc.stderr
     assert "schema version 1" in proc.stdout
@@ -157,14 +171,31 @@ def test_migrate_reads_the_url_from_the_environment(tmp_path: Path, db_url: str)
 
 # -- enqueue ------------------------------------------------------------------------------
 def test_enqueue_prints_the_id_and_stores_the_job(app: errands.App, spec: str) -> None:
-    result = invoke("--app", spec, "enqueue", "add", "--args", '{"a": 2, "b": 3}',
-                    "--queue", "mail", "--priority", "4", "--max-attempts", "7")
+    result = invoke(
+        "--app",
+        spec,
+        "enqueue",
+        "add",
+        "--args",
+        '{"a": 2, "b": 3}',
+        "--queue",
+        "mail",
+        "--priority",
+        "4",
+        "--max-attempts",
+        "7",
+    )
     assert result.exit_code == 0, result.output
     job_id = int(result.stdout.strip())
     job = app.get_job(job_id)
     assert job is not None
     assert (job.worker, job.args, job.queue, job.priority, job.max_attempts) == (
-        "add", {"a": 2, "b": 3}, "mail", 4, 7)
+        "add",
+        {"a": 2, "b": 3},
+        "mail",
+        4,
+        7,
+    )
     assert job.state == "available"
     assert f"enqueued job {job_id}" in result.stderr
 
@@ -195,8 +226,7 @@ def test_enqueue_unknown_worker_is_a_usage_error(app: errands.App, spec: str) ->
 
 
 @pytest.mark.parametrize("bad", ["{bad", "not json", ""])
-def test_enqueue_bad_json_names_the_option_and_value(app: errands.App, spec: str,
-                                                      bad: str) -> None:
+def test_enqueue_bad_json_names_the_option_and_value(app: errands.App, spec: str, bad: str) -> None:
     result = invoke("--app", spec, "enqueue", "add", "--args", bad)
     assert result.exit_code == 2
     assert "--args" in result.output
@@ -211,8 +241,9 @@ def test_enqueue_args_must_be_an_object(app: errands.App, spec: str) -> None:
 
 
 def test_enqueue_invalid_option_is_a_one_line_error(app: errands.App, spec: str) -> None:
-    result = invoke("--app", spec, "enqueue", "add", "--args", '{"a": 1, "b": 2}',
-                    "--priority", "12")
+    result = invoke(
+        "--app", spec, "enqueue", "add", "--args", '{"a": 1, "b": 2}', "--priority", "12"
+    )
     assert result.exit_code == 1
     assert result.stderr.strip().startswith("error: priority must be")
     assert len(result.stderr.strip().splitlines()) == 1
@@ -261,8 +292,9 @@ def test_module_alone_means_its_app_attribute(app: errands.App, app_module: Modu
     assert [job["worker"] for job in json.loads(result.stdout)] == ["add"]
 
 
-def test_module_raising_at_import_is_reported(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_module_raising_at_import_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "broken_app_mod.py").write_text("raise RuntimeError('half-written module')\n")
     monkeypatch.chdir(tmp_path)
     result = invoke("--app", "broken_app_mod:app", "jobs")
@@ -366,7 +398,11 @@ def test_job_shows_the_result(db_url: str, mixed: dict[str, int]) -> None:
     assert result.exit_code == 0, result.output
     data: dict[str, Any] = json.loads(result.stdout)
     assert (data["state"], data["result"], data["args"], data["attempt"]) == (
-        "completed", 3, {"a": 1, "b": 2}, 1)
+        "completed",
+        3,
+        {"a": 1, "b": 2},
+        1,
+    )
 
 
 def test_job_with_a_missing_id_fails(db_url: str, mixed: dict[str, int]) -> None:
@@ -408,8 +444,7 @@ def test_cancel_an_available_job(app: errands.App, db_url: str, mixed: dict[str,
     assert job is not None and job.state == "cancelled"
 
 
-def test_cancel_a_finished_job_fails(app: errands.App, db_url: str,
-                                     mixed: dict[str, int]) -> None:
+def test_cancel_a_finished_job_fails(app: errands.App, db_url: str, mixed: dict[str, int]) -> None:
     job_id = mixed["completed"]
     result = invoke("--database-url", db_url, "cancel", str(job_id))
     assert result.exit_code == 1
@@ -467,8 +502,11 @@ def test_queues_of_an_empty_database(db_url: str) -> None:
 def _start_worker(tmp_path: Path, spec: str, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "errands", "--app", spec, "worker", *extra],
-        cwd=tmp_path, env=clean_subprocess_env(), text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=clean_subprocess_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -488,8 +526,7 @@ def _states(app: errands.App, ids: list[int]) -> list[str]:
     return [str(job.state) if (job := app.get_job(i)) else "missing" for i in ids]
 
 
-def test_worker_runs_jobs_and_stops_on_sigterm(app: errands.App, spec: str,
-                                               tmp_path: Path) -> None:
+def test_worker_runs_jobs_and_stops_on_sigterm(app: errands.App, spec: str, tmp_path: Path) -> None:
     ids = [app.enqueue("add", {"a": i, "b": 1}).id for i in range(3)]
     ids.append(app.enqueue("slow", {"seconds": 0.05}).id)
     proc = _start_worker(tmp_path, spec)
@@ -507,8 +544,9 @@ def test_worker_runs_jobs_and_stops_on_sigterm(app: errands.App, spec: str,
     assert _states(app, [late.id]) == ["available"]
 
 
-def test_worker_exits_even_when_a_sync_job_is_stuck(app: errands.App, spec: str,
-                                                    tmp_path: Path) -> None:
+def test_worker_exits_even_when_a_sync_job_is_stuck(
+    app: errands.App, spec: str, tmp_path: Path
+) -> None:
     stuck = app.enqueue("stuck", {"seconds": 120})
     proc = _start_worker(tmp_path, spec, "--grace", "0.5")
     try:
@@ -522,8 +560,7 @@ def test_worker_exits_even_when_a_sync_job_is_stuck(app: errands.App, spec: str,
     assert job is not None and job.state == "available"  # handed back for the next worker
 
 
-def test_worker_queue_and_concurrency_options(app: errands.App, spec: str,
-                                              tmp_path: Path) -> None:
+def test_worker_queue_and_concurrency_options(app: errands.App, spec: str, tmp_path: Path) -> None:
     mail_job = app.enqueue("slow", {"seconds": 0.01})
     default_job = app.enqueue("add", {"a": 1, "b": 1})
     proc = _start_worker(tmp_path, spec, "--queues", "default", "--concurrency", "3")
@@ -537,8 +574,9 @@ def test_worker_queue_and_concurrency_options(app: errands.App, spec: str,
     assert "started: queues default(3);" in out
 
 
-def test_worker_reports_a_database_it_cannot_open(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_reports_a_database_it_cannot_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'jobs.db'}"
     (tmp_path / "unopenable_app.py").write_text(
         f"import errands\napp = errands.App({url!r})\n"

@@ -25,8 +25,16 @@ from errands.demo import (
     run_demo,
 )
 
-FAST = DemoTimings(retry_backoff=0.2, schedule_in=0.6, snooze=0.4, work=(0.0, 0.02),
-                   stage_interval=0.05, poll_interval=0.05, refresh=0.05, timeout=20)
+FAST = DemoTimings(
+    retry_backoff=0.2,
+    schedule_in=0.6,
+    snooze=0.4,
+    work=(0.0, 0.02),
+    stage_interval=0.05,
+    poll_interval=0.05,
+    refresh=0.05,
+    timeout=20,
+)
 
 
 def _console() -> tuple[Console, io.StringIO]:
@@ -45,8 +53,14 @@ def test_demo_command_on_a_fresh_database(tmp_path: Path) -> None:
     command = [str(script)] if script.exists() else [sys.executable, "-m", "errands"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ERRANDS_")}
     started = time.monotonic()
-    proc = subprocess.run([*command, "demo", "--database-url", url], capture_output=True,
-                          text=True, timeout=90, cwd=tmp_path, env={**env, "COLUMNS": "120"})
+    proc = subprocess.run(
+        [*command, "demo", "--database-url", url],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=tmp_path,
+        env={**env, "COLUMNS": "120"},
+    )
     took = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert took < 60
@@ -108,8 +122,16 @@ def test_run_demo_fast(tmp_path: Path) -> None:
 
 def test_run_demo_fails_when_jobs_do_not_finish_in_time(tmp_path: Path) -> None:
     console, buffer = _console()
-    slow = DemoTimings(retry_backoff=0.2, schedule_in=30, snooze=0.2, work=(0.0, 0.01),
-                       stage_interval=0.05, poll_interval=0.05, refresh=0.05, timeout=1.0)
+    slow = DemoTimings(
+        retry_backoff=0.2,
+        schedule_in=30,
+        snooze=0.2,
+        work=(0.0, 0.01),
+        stage_interval=0.05,
+        poll_interval=0.05,
+        refresh=0.05,
+        timeout=1.0,
+    )
     url = f"sqlite:///{tmp_path / 'slow.db'}"
     assert run_demo(url, MIN_JOBS, timings=slow, console=console) == 1
     out = buffer.getvalue()
@@ -153,8 +175,11 @@ def test_demo_uses_a_database_url_given_on_the_command_line(tmp_path: Path) -> N
     given, from_env = tmp_path / "given.db", tmp_path / "env.db"
     env = {"ERRANDS_APP": None, "ERRANDS_DATABASE_URL": f"sqlite:///{from_env}"}
     # --timeout 1 stops the demo before its 3-second scheduled job runs: exit code 1.
-    result = CliRunner().invoke(cli, ["--database-url", f"sqlite:///{given}", "demo", "--jobs",
-                                      "8", "--timeout", "1"], env=env)
+    result = CliRunner().invoke(
+        cli,
+        ["--database-url", f"sqlite:///{given}", "demo", "--jobs", "8", "--timeout", "1"],
+        env=env,
+    )
     assert result.exit_code == 1, result.output
     assert "did not end as expected" in result.output
     assert len(errands.App(f"sqlite:///{given}").list_jobs()) == 8
@@ -164,8 +189,16 @@ def test_demo_uses_a_database_url_given_on_the_command_line(tmp_path: Path) -> N
 
 
 def test_expected_explains_each_mismatch() -> None:
-    job = errands.Job(id=1, worker="w", queue="default", args={}, state=errands.JobState.COMPLETED,
-                      attempt=2, inserted_at=100.0, attempted_at=100.5)
+    job = errands.Job(
+        id=1,
+        worker="w",
+        queue="default",
+        args={},
+        state=errands.JobState.COMPLETED,
+        attempt=2,
+        inserted_at=100.0,
+        attempted_at=100.5,
+    )
     assert Expected(1, "x", "completed", 2).problem(job) is None
     assert Expected(1, "x", "discarded").problem(job) == "ended completed"
     assert Expected(1, "x", "completed", 3).problem(job) == "attempt 2, not 3"

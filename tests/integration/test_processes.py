@@ -291,9 +291,7 @@ def test_supervisor_runs_n_processes_and_restarts_a_dead_one(
         os.kill(min(children), signal.SIGKILL)
         # The supervisor starts a replacement; jobs still all run exactly once.
         jobs = app.enqueue_many([app.new_job("work", {"sleep": 0.001}) for _ in range(100)])
-        wait_for(
-            lambda: app.queue_counts()["default"].get("completed", 0) == len(jobs), timeout=60
-        )
+        wait_for(lambda: app.queue_counts()["default"].get("completed", 0) == len(jobs), timeout=60)
         wait_for(lambda: producer_pids(app) - children, timeout=60)
     finally:
         code, err = stop(supervisor)

@@ -53,6 +53,29 @@ def _json_list(values: Sequence[str]) -> str:
     return orjson.dumps(list(values)).decode()
 
 
+def _driver_connection(conn: Any) -> sqlite3.Connection:
+    """The sqlite3 connection behind ``conn`` (itself, or a SQLAlchemy Connection/Session)."""
+    if isinstance(conn, sqlite3.Connection):
+        return conn
+    module = type(conn).__module__
+    if module.startswith("sqlalchemy"):
+        from sqlalchemy.engine import Connection as SAConnection
+        from sqlalchemy.orm import Session, scoped_session
+
+        if isinstance(conn, (Session, scoped_session)):
+            conn = conn.connection()  # joins (or begins) the session's transaction
+        if isinstance(conn, SAConnection):
+            if not conn.in_transaction():
+                conn.begin()
+            driver = conn.connection.driver_connection
+            if isinstance(driver, sqlite3.Connection):
+                return driver
+    raise TypeError(
+        "conn must be a sqlite3.Connection or a SQLAlchemy Connection/Session on sqlite, "
+        f"got {module}.{type(conn).__qualname__}"
+    )
+
+
 class _DataVersionListener:
     """Polls ``PRAGMA data_version`` on its own connection; wakes every queue on a change."""
 
@@ -249,10 +272,7 @@ class SQLiteEngine:
         if not jobs:
             return []
         if conn is not None:
-            if not isinstance(conn, sqlite3.Connection):
-                raise TypeError(
-                    f"conn must be a sqlite3.Connection for a SQLite app, got {type(conn).__name__}"
-                )
+            conn = _driver_connection(conn)
             try:
                 return self._insert_on(conn, jobs)
             except sqlite3.Error as exc:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from errands.engines.base import ProducerInfo
 from errands.runtime.executor import execute
+from errands.runtime.heartbeat import Heartbeat
 from errands.runtime.threads import JobThreads
 
 if TYPE_CHECKING:
@@ -44,6 +45,16 @@ async def drain(
     threads = JobThreads(name="errands-drain")
     counts: Counter[str] = Counter()
     engine.register_producer(ProducerInfo(producer, "drain", queue or "*", os.getpid()))
+    # A long job in a drain must not look orphaned to a node running beside it.
+    heartbeat = Heartbeat(
+        engine,
+        node=producer,
+        producers=lambda: [producer],
+        interval=app.settings.effective_heartbeat,
+        lease=app.settings.rescue_after,
+        lead=False,
+    )
+    heartbeat.start()
     try:
         while True:
             if with_scheduled:
@@ -63,5 +74,6 @@ async def drain(
             if ran == 0:
                 return dict(counts)
     finally:
+        heartbeat.stop()
         engine.unregister_producers([producer])
         threads.shutdown(wait=False)

@@ -58,7 +58,7 @@ class RunawayCounter:
 
 def _clean(text: str, limit: int) -> str:
     # Lone surrogates cannot be stored as JSON text; keep them visible, escaped.
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

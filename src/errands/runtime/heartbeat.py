@@ -36,6 +36,7 @@ class Heartbeat:
         interval: float,
         lease: float,
         on_leadership: Callable[[bool], None] | None = None,
+        lead: bool = True,
     ) -> None:
         self.engine = engine
         self.node = node
@@ -43,6 +44,8 @@ class Heartbeat:
         self.interval = interval
         self.lease = lease
         self.on_leadership = on_leadership
+        #: False for a heartbeat that only keeps producers alive (drain): never leads.
+        self.lead = lead
         self.is_leader = False
         self.beats = 0
         self._stopped = threading.Event()
@@ -54,7 +57,7 @@ class Heartbeat:
             ids = self.producers()
             if ids:
                 self.engine.heartbeat(ids)
-            leads = self.engine.acquire_leader(self.node, self.lease)
+            leads = self.lead and self.engine.acquire_leader(self.node, self.lease)
         except Exception as exc:
             log.warning("heartbeat of node %s failed: %s", self.node, exc)
             leads = False  # without a renewed lease, step down: another node may take it
