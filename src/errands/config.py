@@ -34,7 +34,8 @@ __all__ = [
 
 DEFAULT_DATABASE_URL = "sqlite:///errands.db"
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-QUEUE_OPTIONS = ("limit", "paused")
+QUEUE_OPTIONS = ("limit", "paused", "executor")
+EXECUTORS = ("thread", "process")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,8 @@ class QueueConfig:
     name: str
     limit: int
     paused: bool = False
+    #: Where sync jobs run: ``"thread"`` (default) or ``"process"`` (a process pool).
+    executor: str = "thread"
 
 
 def _positive_int(option: str, value: Any) -> int:
@@ -169,7 +172,13 @@ def parse_queues(queues: Mapping[str, Any] | None) -> dict[str, QueueConfig]:
             paused = options.get("paused", False)
             if not isinstance(paused, bool):
                 raise ConfigError(f"queue {name!r} paused must be True or False, got {paused!r}")
-            parsed[name] = QueueConfig(name, limit, paused)
+            executor = options.get("executor", "thread")
+            if executor not in EXECUTORS:
+                raise ConfigError(
+                    f"queue {name!r} executor must be one of {', '.join(EXECUTORS)}, "
+                    f"got {executor!r}"
+                )
+            parsed[name] = QueueConfig(name, limit, paused, executor)
         else:
             parsed[name] = QueueConfig(name, _positive_int(f"queue {name!r} limit", options))
     return parsed
