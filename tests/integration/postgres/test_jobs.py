@@ -10,7 +10,6 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from errands import codec
 from errands.engines.base import Ack, ProducerInfo
 from errands.engines.postgres import PostgresEngine
 from errands.errors import InvalidJobError
@@ -379,10 +378,12 @@ def test_nul_in_args_is_refused_before_anything_is_inserted(
 def test_nul_in_an_outcome_does_not_fail_the_ack_batch(
     engine: PostgresEngine, new_job: JobFactory
 ) -> None:
+    # The codec refuses NUL in results before an ack is built; the engine still
+    # defends a batch against one that slips through (raw JSON bytes here).
     a, b, c = engine.insert([new_job(), new_job(), new_job()])
     engine.fetch("default", 3, "p", ["w"])
     acks = [
-        Ack(a.id, 1, "p", JobState.COMPLETED, result=codec.encode("x\x00y", "result")),
+        Ack(a.id, 1, "p", JobState.COMPLETED, result=b'"x\\u0000y"'),
         Ack(b.id, 1, "p", JobState.RETRYABLE, error={"message": "bad \x00"}, scheduled_at=0),
         Ack(c.id, 1, "p", JobState.COMPLETED, result=b"1"),
     ]
