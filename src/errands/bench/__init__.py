@@ -1,0 +1,1 @@
+"""The benchmark harness behind ``errands bench`` (see docs/benchmarks.md)."""

@@ -1,0 +1,190 @@
+"""Run the benchmark suite several times and report medians beside the machine they ran on.
+
+Every figure is the median of ``runs`` runs; the JSON report keeps every run.
+
+Example::
+
+    python -m errands.bench.run --engine sqlite --runs 3 --output benchmarks/results/x.json
+    errands bench --engine all --runs 3
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from errands.bench.workloads import Target, drain, enqueue, latency
+
+__all__ = ["WORKLOADS", "bench", "environment"]
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A named workload: a function of a target returning figures."""
+
+    name: str
+    run: Callable[[Target, bool], dict[str, float]]
+
+
+def _scale(quick: bool, full: int) -> int:
+    return max(full // 10, 100) if quick else full
+
+
+WORKLOADS = [
+    Workload(
+        "enqueue",
+        lambda t, q: enqueue(t, single=_scale(q, 5_000), many=_scale(q, 20_000)),
+    ),
+    Workload("drain c=10", lambda t, q: drain(t, jobs=_scale(q, 20_000), concurrency=10)),
+    Workload(
+        "drain c=10 async",
+        lambda t, q: drain(t, jobs=_scale(q, 20_000), concurrency=10, worker="bench.anoop"),
+    ),
+    Workload(
+        "drain c=10 x2 processes",
+        lambda t, q: drain(t, jobs=_scale(q, 20_000), concurrency=10, processes=2),
+    ),
+    Workload("latency 50/s", lambda t, q: latency(t, jobs=_scale(q, 500), rate=50.0)),
+    Workload(
+        "io 100ms c=100",
+        lambda t, q: drain(
+            t, jobs=_scale(q, 2_000), concurrency=100, worker="bench.io", args={"seconds": 0.1}
+        ),
+    ),
+    Workload(
+        "cpu 10ms process c=2",
+        lambda t, q: drain(
+            t,
+            jobs=_scale(q, 400),
+            concurrency=2,
+            worker="bench.cpu",
+            args={"seconds": 0.01},
+            executor="process",
+        ),
+    ),
+]
+
+
+def environment(targets: list[Target]) -> dict[str, Any]:
+    """The machine, Python and database versions the figures belong to."""
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        pass
+    env: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "sqlite": sqlite3.sqlite_version,
+    }
+    for target in targets:
+        if target.engine == "postgres":
+            import psycopg
+
+            with psycopg.connect(target.url) as conn:
+                row = conn.execute("SHOW server_version").fetchone()
+                env["postgres"] = row[0] if row else "?"
+                for setting in ("synchronous_commit", "shared_buffers", "fsync"):
+                    row = conn.execute(f"SHOW {setting}").fetchone()
+                    env[f"postgres {setting}"] = row[0] if row else "?"
+    return env
+
+
+def bench(
+    engines: list[str],
+    workloads: list[str] | None,
+    runs: int,
+    quick: bool,
+    console: Console,
+) -> dict[str, Any]:
+    """Run the chosen workloads ``runs`` times on each engine; print and return the report."""
+    folder = tempfile.mkdtemp(prefix="errands-bench-")
+    targets = []
+    if "sqlite" in engines:
+        targets.append(Target.sqlite(str(Path(folder) / "bench.db")))
+    if "postgres" in engines:
+        targets.append(Target.postgres(os.environ.get("ERRANDS_BENCH_PG_URL", PG_URL)))
+    env = environment(targets)
+    console.print("errands benchmark: " + "; ".join(f"{k} {v}" for k, v in env.items()))
+    console.print(f"runs per figure: {runs}; median shown; quick={quick}")
+    chosen = [w for w in WORKLOADS if workloads is None or w.name in workloads]
+    results: dict[str, Any] = {"environment": env, "runs": runs, "quick": quick, "figures": []}
+    table = Table("workload", "engine", "figure", "median", "all runs")
+    for workload in chosen:
+        for target in targets:
+            samples: dict[str, list[float]] = {}
+            for _ in range(runs):
+                for key, value in workload.run(target, quick).items():
+                    samples.setdefault(key, []).append(value)
+            for key, values in samples.items():
+                median = statistics.median(values)
+                results["figures"].append(
+                    {
+                        "workload": workload.name,
+                        "engine": target.engine,
+                        "figure": key,
+                        "median": median,
+                        "runs": values,
+                    }
+                )
+                table.add_row(
+                    workload.name,
+                    target.engine,
+                    key,
+                    f"{median:,.1f}",
+                    ", ".join(f"{v:,.1f}" for v in values),
+                )
+            console.print(f"done: {workload.name} on {target.engine}")
+    console.print(table)
+    return results
+
+
+@click.command("bench")
+@click.option(
+    "--engine", type=click.Choice(["sqlite", "postgres", "all"]), default="all", show_default=True
+)
+@click.option(
+    "--workload",
+    "workloads",
+    multiple=True,
+    type=click.Choice([w.name for w in WORKLOADS]),
+    help="Only these (repeatable).",
+)
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--quick", is_flag=True, help="A tenth of the jobs: a smoke run, not a figure.")
+@click.option("--output", type=click.Path(dir_okay=False), help="Write the JSON report here.")
+def bench_command(
+    engine: str, workloads: tuple[str, ...], runs: int, quick: bool, output: str | None
+) -> None:
+    """Measure enqueue and drain rates, latency and memory on SQLite and PostgreSQL.
+
+    Example: errands bench --engine sqlite --runs 3 --output bench.json
+    """
+    engines = ["sqlite", "postgres"] if engine == "all" else [engine]
+    report = bench(engines, list(workloads) or None, runs, quick, Console())
+    if output:
+        Path(output).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    bench_command()

@@ -1,0 +1,196 @@
+"""The benchmark workloads, each on a fresh database, each returning one run's figures.
+
+- ``enqueue``: single ``enqueue`` calls (each its own transaction) and one
+  ``enqueue_many`` batch — jobs/s.
+- ``drain``: pre-inserted no-op jobs, worker process(es) at a concurrency —
+  jobs/s from first start to last recorded outcome, peak RSS, engine calls/job.
+- ``latency``: an idle worker; jobs enqueued at a steady rate from this
+  process — insert-to-start p50/p95/p99.
+- ``io`` / ``cpu``: 100 ms async sleeps at concurrency 100; 10 ms CPU-bound
+  sync jobs on the process executor.
+
+Example::
+
+    target = Target.sqlite("/tmp/bench.db")
+    print(drain(target, jobs=20_000, concurrency=10, processes=1))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from errands.bench.jobs import bench_app
+
+__all__ = ["Target", "drain", "enqueue", "latency"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a workload runs: an engine name, a URL and (PostgreSQL) a schema."""
+
+    engine: str
+    url: str
+    schema: str | None = None
+
+    @classmethod
+    def sqlite(cls, path: str) -> Target:
+        """A SQLite file (deleted and recreated before each run)."""
+        return cls("sqlite", f"sqlite:///{path}")
+
+    @classmethod
+    def postgres(cls, url: str, schema: str = "errands_bench") -> Target:
+        """A PostgreSQL schema (dropped and recreated before each run)."""
+        return cls("postgres", url, schema)
+
+    def reset(self) -> None:
+        """Start from an empty, migrated database."""
+        if self.engine == "sqlite":
+            path = Path(self.url.removeprefix("sqlite:///"))
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        else:
+            import psycopg
+
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+        app = bench_app(self.url, self.schema)
+        app.migrate()
+        app.close()
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a child process working this target."""
+        env = dict(os.environ, ERRANDS_BENCH_URL=self.url, ERRANDS_BENCH_SCHEMA=self.schema or "")
+        env.update(extra)
+        return env
+
+
+def enqueue(target: Target, *, single: int = 5_000, many: int = 20_000) -> dict[str, float]:
+    """Jobs/s for ``single`` one-job transactions and one ``enqueue_many`` of ``many``."""
+    target.reset()
+    app = bench_app(target.url, target.schema)
+    noop = app.registry.resolve("bench.noop")
+    app.enqueue(noop, {"i": -1})  # connect and warm up outside the clock
+    started = time.perf_counter()
+    for i in range(single):
+        app.enqueue(noop, {"i": i})
+    single_rate = single / (time.perf_counter() - started)
+    batch = [app.new_job(noop, {"i": i}) for i in range(many)]
+    started = time.perf_counter()
+    app.enqueue_many(batch)
+    many_rate = many / (time.perf_counter() - started)
+    app.close()
+    return {"enqueue_single_jobs_s": single_rate, "enqueue_many_jobs_s": many_rate}
+
+
+def _run_children(target: Target, processes: int, env: dict[str, str]) -> list[dict[str, Any]]:
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "errands.bench.child"],
+            env=target.env(**env),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != "ready":
+                raise RuntimeError("a benchmark worker failed to start")
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        reports = []
+        for child in children:
+            out, _ = child.communicate(timeout=600)
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+        return reports
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+
+
+def _insert(target: Target, worker: str, jobs: int, args: dict[str, Any]) -> None:
+    app = bench_app(target.url, target.schema)
+    job = app.registry.resolve(worker)
+    for start in range(0, jobs, 10_000):
+        app.enqueue_many([app.new_job(job, args) for _ in range(min(10_000, jobs - start))])
+    app.close()
+
+
+def drain(
+    target: Target,
+    *,
+    jobs: int = 20_000,
+    concurrency: int = 10,
+    processes: int = 1,
+    worker: str = "bench.noop",
+    args: dict[str, Any] | None = None,
+    executor: str = "thread",
+) -> dict[str, float]:
+    """Drain ``jobs`` pre-inserted jobs with ``processes`` workers at ``concurrency`` each."""
+    target.reset()
+    _insert(target, worker, jobs, args or {})
+    reports = _run_children(
+        target,
+        processes,
+        {"ERRANDS_BENCH_LIMIT": str(concurrency), "ERRANDS_BENCH_EXECUTOR": executor},
+    )
+    done = sum(r["outcomes"].get("completed", 0) for r in reports)
+    if done != jobs:
+        raise RuntimeError(f"drain completed {done} of {jobs} jobs: {reports}")
+    elapsed = max(r["last_ack"] for r in reports) - min(r["started"] for r in reports)
+    calls = sum(sum(r["engine_calls"].values()) for r in reports)
+    return {
+        "jobs_s": jobs / elapsed,
+        "rss_mib": max(r["rss_kib"] for r in reports) / 1024,
+        "engine_calls_per_job": calls / jobs,
+    }
+
+
+def latency(target: Target, *, jobs: int = 500, rate: float = 50.0) -> dict[str, float]:
+    """Insert-to-start latency of jobs enqueued one by one at ``rate``/s to an idle worker."""
+    target.reset()
+    app = bench_app(target.url, target.schema)
+    job = app.registry.resolve("bench.latency")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "errands.bench.child"],
+        env=target.env(ERRANDS_BENCH_EXPECT=str(jobs)),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdin is not None and child.stdout is not None
+        if child.stdout.readline().strip() != "ready":
+            raise RuntimeError("the benchmark worker failed to start")
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        time.sleep(0.5)  # let it settle into idle
+        start = time.perf_counter()
+        for i in range(jobs):
+            time.sleep(max(0.0, start + i / rate - time.perf_counter()))
+            app.enqueue(job, {"sent": time.time()})
+        child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    delays = sorted(
+        float(j.result) * 1000 for j in app.list_jobs(state="completed", limit=jobs + 1)
+    )
+    app.close()
+    if len(delays) != jobs:
+        raise RuntimeError(f"latency: {len(delays)} of {jobs} jobs completed")
+    cuts = statistics.quantiles(delays, n=100)
+    return {"p50_ms": cuts[49], "p95_ms": cuts[94], "p99_ms": cuts[98]}
