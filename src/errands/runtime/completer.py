@@ -53,7 +53,6 @@ class Completer:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._flushed = asyncio.Condition()
 
     def add(self, ack: Ack) -> None:
         """Queue one ack; it is applied within ``interval`` seconds."""
@@ -92,8 +91,6 @@ class Completer:
                     "%d stale ack(s) changed nothing (jobs rescued or cancelled meanwhile)",
                     len(batch) - applied,
                 )
-        async with self._flushed:
-            self._flushed.notify_all()
 
     async def _run(self) -> None:
         delay = 0.1

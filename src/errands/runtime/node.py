@@ -153,6 +153,8 @@ class Node:
         if self.started:
             return
         self._loop = asyncio.get_running_loop()
+        # Set first, so that stop() after a failed start cleans up what did start.
+        self.started = True
         await self.call_db(self.app.ensure_schema)
         self.worker_names = tuple(self.registry.names())
         for config in self.queue_configs.values():
@@ -165,7 +167,6 @@ class Node:
         for plugin in self.plugins:
             await plugin.start()
         self._listener = self.engine.listen(self.wake)
-        self.started = True
         log.info(
             "node %s started: queues %s",
             self.name,
@@ -197,10 +198,16 @@ class Node:
         try:
             for producer_id in ids:
                 await self.call_db(self.engine.rescue_producer, producer_id)
-            await self.call_db(self.heartbeat.stop)
-            await self.call_db(self.engine.unregister_producers, ids)
         except Exception as exc:
             log.error("could not hand jobs back at shutdown; they will be rescued: %s", exc)
+        finally:
+            # Never leave a heartbeat running for producers that are gone: their
+            # jobs could then never be rescued.
+            await self.call_db(self.heartbeat.stop)
+        try:
+            await self.call_db(self.engine.unregister_producers, ids)
+        except Exception as exc:
+            log.warning("could not unregister producers at shutdown: %s", exc)
         if unfinished:
             log.warning(
                 "%d job(s) did not finish within the %gs grace period; handed back",
