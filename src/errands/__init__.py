@@ -25,6 +25,7 @@ from errands.errors import (
     UnknownWorkerError,
 )
 from errands.job import Cancel, Discard, Job, JobOptions, JobState, NewJob, Snooze
+from errands.unique import Unique
 from errands.worker import JobFunction, Worker, current_job
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ __all__ = [
     "NewJob",
     "SchemaError",
     "Snooze",
+    "Unique",
     "UnknownWorkerError",
     "Worker",
     "__version__",

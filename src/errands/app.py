@@ -26,12 +26,18 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ParamSpec, TypeVar, overload
 
 from errands import codec
+from errands.bulk import BulkJobs
 from errands.config import QUEUE_NAME, QueueConfig, Settings, parse_database_url, parse_queues
+from errands.control import QueueControl
+from errands.cron import CronEntry, add_entry, parse_entries, parse_schedule
 from errands.engines import Engine, create_engine
+from errands.engines.base import CONTROL_WAKE
 from errands.errors import ConfigError, InvalidJobError
 from errands.job import DEFAULT_MAX_ATTEMPTS, LAST_TIME, Job, JobOptions, JobState, NewJob
 from errands.runtime.drain import drain as run_drain
 from errands.runtime.node import Node
+from errands.runtime.process_child import check_import_path
+from errands.unique import Unique, unique_columns
 from errands.worker import JobFunction, Registry, Worker, _tags, function_worker
 
 __all__ = ["App"]
@@ -58,7 +64,7 @@ def _possible_id(job_id: Any) -> bool:
     return 1 <= job_id < 2**63
 
 
-class App:
+class App(QueueControl, BulkJobs):
     """One errands application: a database, queues, and registered workers.
 
     Args:
@@ -66,11 +72,18 @@ class App:
             ``$ERRANDS_DATABASE_URL`` or ``sqlite:///errands.db``.
         queues: ``{name: limit}`` or ``{name: {"limit": n, "paused": bool}}``;
             the queues this app's workers run (default ``{"default": 10}``).
+            Cross-node limits: ``"global_limit"``, ``"rate_limit": (n, per_seconds)``,
+            ``"partition"`` (see docs/limits.md); live control: docs/queues.md.
+        cron: periodic jobs, ``[(expression, worker, {"args": ..., "queue": ...,
+            "timezone": "Europe/Paris", "name": ...}), ...]`` (see docs/cron.md);
+            ``cron_catch_up=3600`` (seconds) bounds how far back missed slots run.
         rescue_after: seconds without a heartbeat before a producer's jobs are rescued.
         schema: PostgreSQL schema for the tables (default ``public``).
         auto_migrate: create/upgrade tables on first use; default True for
             SQLite, False for PostgreSQL (run ``errands migrate`` there).
         node: this process's name in the producers table (default host-pid-random).
+        import_path: ``"module:attr"`` naming this app, for queues with
+            ``executor="process"`` (see docs/process-executor.md).
         **settings: timings of :class:`~errands.config.Settings` (``poll_interval``,
             ``grace_period``, ``prune_after``, ...).
     """
@@ -80,10 +93,12 @@ class App:
         database_url: str | None = None,
         *,
         queues: Mapping[str, Any] | None = None,
+        cron: Iterable[Any] | None = None,
         rescue_after: float = 30.0,
         schema: str | None = None,
         auto_migrate: bool | None = None,
         node: str | None = None,
+        import_path: str | None = None,
         **settings: Any,
     ) -> None:
         self.database_url = parse_database_url(database_url)
@@ -100,7 +115,12 @@ class App:
             self.database_url.dialect == "sqlite" if auto_migrate is None else auto_migrate
         )
         self.node_name = node
+        #: ``"module:attr"``: how worker processes of ``executor="process"`` queues import
+        #: this app (``errands --app`` sets it; else found from the workers' modules).
+        self.import_path = check_import_path(import_path)
         self.registry = Registry()
+        #: Every cron entry: from ``cron=``, ``@app.job(cron=...)`` and registered workers.
+        self.cron: list[CronEntry] = parse_entries(cron)
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
         self._schema_ready = False
@@ -162,6 +182,9 @@ class App:
         max_attempts: int | None = None,
         timeout: float | None = None,
         tags: list[str] | None = None,
+        unique: Unique | None = None,
+        replace: list[str] | tuple[str, ...] | None = None,
+        cron: str | None = None,
     ) -> Callable[[Callable[P, R]], JobFunction[P, R]]: ...
 
     def job(
@@ -175,6 +198,9 @@ class App:
         max_attempts: int | None = None,
         timeout: float | None = None,
         tags: list[str] | None = None,
+        unique: Unique | None = None,
+        replace: list[str] | tuple[str, ...] | None = None,
+        cron: str | None = None,
     ) -> JobFunction[P, R] | Callable[[Callable[P, R]], JobFunction[P, R]]:
         """Turn a function (``def`` or ``async def``) into a registered job.
 
@@ -182,6 +208,9 @@ class App:
 
             @app.job(queue="mail", max_attempts=5)
             def send_email(to: str) -> None: ...
+
+            @app.job(unique=errands.Unique(period=60), cron="*/5 * * * *")
+            def sync() -> None: ...
         """
         options = JobOptions(
             queue=queue,
@@ -189,10 +218,15 @@ class App:
             max_attempts=max_attempts,
             timeout=timeout,
             tags=_tags(tags),
+            unique=unique,
+            replace=tuple(replace) if isinstance(replace, list) else replace,
         )
+        schedule = None if cron is None else parse_schedule(cron, where="@app.job(cron=...)")
 
         def decorate(func: Callable[P, R]) -> JobFunction[P, R]:
             worker = self.registry.add(function_worker(func, name, options))
+            if schedule is not None:
+                add_entry(self.cron, CronEntry(worker.name, schedule, worker))
             return JobFunction(self, func, worker)
 
         return decorate if fn is None else decorate(fn)
@@ -200,6 +234,9 @@ class App:
     def register(self, worker: W) -> W:
         """Register a :class:`~errands.Worker` subclass (usable as a decorator)."""
         self.registry.add(worker)
+        schedule = worker.cron_schedule
+        if schedule is not None and not any(entry.worker is worker for entry in self.cron):
+            add_entry(self.cron, CronEntry(worker.name, schedule, worker))
         return worker
 
     # -- enqueue --------------------------------------------------------------------
@@ -232,6 +269,9 @@ class App:
                 "to 9999, "
                 f"got {run_at!r} (Unix seconds)"
             )
+        unique_hash, unique_states, replace = unique_columns(
+            opts.unique, opts.replace, worker=cls.name, queue=queue, args=args, meta=opts.meta or {}
+        )
         return NewJob(
             worker=cls.name,
             queue=queue,
@@ -243,6 +283,9 @@ class App:
             max_attempts=opts.max_attempts or DEFAULT_MAX_ATTEMPTS,
             scheduled_at=run_at,
             timeout=opts.timeout,
+            unique_hash=unique_hash,
+            unique_states=unique_states,
+            replace=replace,
         )
 
     def enqueue_many(self, jobs: Iterable[NewJob], *, conn: Any = None) -> list[Job]:
@@ -345,7 +388,13 @@ class App:
         if not _possible_id(job_id):
             return None
         self.ensure_schema()
-        return self.engine.cancel_job(job_id)
+        job = self.engine.cancel_job(job_id)
+        if job is not None and job.attempted_by is not None:
+            # It may be executing somewhere: its node's queue watch stops it.
+            self.engine.notify_control()
+            if self._node is not None:
+                self._node.wake(CONTROL_WAKE)
+        return job
 
     def delete_job(self, job_id: int) -> bool:
         """Delete a job that is not executing; True if it was deleted."""

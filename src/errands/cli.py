@@ -37,6 +37,8 @@ from rich.markup import escape
 
 import errands
 from errands.app import App
+from errands.cli_control import COMMANDS as CONTROL_COMMANDS
+from errands.cli_control import control_table
 from errands.cli_render import job_detail, job_to_dict, jobs_table, queues_table
 from errands.cli_worker import hard_exit, queue_list, run_worker, supervise
 from errands.config import mask_url, parse_database_url
@@ -100,6 +102,8 @@ def load_app(spec: str) -> App:
             f"could not import {spec!r}: {module_name}.{attr} is a {type(found).__name__}, "
             "not an errands.App"
         )
+    if found.import_path is None:  # how executor="process" queues' children import it
+        found.import_path = f"{module_name}:{attr}"
     return found
 
 
@@ -399,57 +403,29 @@ def job(state: CliState, job_id: int, as_json: bool) -> None:
         _out().print(job_detail(found))
 
 
-@cli.command()
-@_job_id
-@click.pass_obj
-def retry(state: CliState, job_id: int) -> None:
-    """Make a retryable or finished job available to run again now. Example: errands retry 42"""
-    app = state.open()
-    before = _existing(app, job_id)
-    after = app.retry_job(job_id)
-    if after is None:
-        raise CliError(f"job {job_id} cannot be retried (state {before.state})")
-    _out().print(f"job {job_id} retried: {before.state} -> {after.state}")
-
-
-@cli.command()
-@_job_id
-@click.pass_obj
-def cancel(state: CliState, job_id: int) -> None:
-    """Cancel a job that has not finished. Example: errands cancel 42"""
-    app = state.open()
-    before = _existing(app, job_id)
-    if app.cancel_job(job_id) is None:
-        raise CliError(f"job {job_id} cannot be cancelled (state {before.state})")
-    _out().print(f"job {job_id} cancelled (was {before.state})")
-
-
-@cli.command()
-@_job_id
-@click.pass_obj
-def delete(state: CliState, job_id: int) -> None:
-    """Delete a job that is not executing. Example: errands delete 42"""
-    app = state.open()
-    before = _existing(app, job_id)
-    if not app.delete_job(job_id):
-        raise CliError(f"job {job_id} cannot be deleted (state {before.state})")
-    _out().print(f"job {job_id} deleted (was {before.state})")
+# retry, cancel, delete (one job or many), pause, resume, scale: see errands.cli_control
+for _command in CONTROL_COMMANDS:
+    cli.add_command(_command)
 
 
 @cli.command()
 @click.pass_obj
 def queues(state: CliState) -> None:
-    """Job counts by queue and state (with --app: each queue's limit too).
+    """Job counts by queue and state (with --app: each queue's limit too), and the
+    pause/scale/start/stop instructions every node follows.
 
     Example: errands queues
     """
     app = state.open()
     limits = {name: c.limit for name, c in app.queues.items()} if state.app_spec else None
     counts = app.queue_counts()
+    controls = app.queue_states()
     if not counts and not limits:
         _out().print("no jobs")
-        return
-    _out().print(queues_table(counts, limits))
+    else:
+        _out().print(queues_table(counts, limits))
+    if controls:
+        _out().print(control_table(controls))
 
 
 @cli.command()

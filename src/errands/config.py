@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from errands.errors import ConfigError
+from errands.limits import Partition, QueueLimits, RateLimit, parse_limits
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -34,7 +35,7 @@ __all__ = [
 
 DEFAULT_DATABASE_URL = "sqlite:///errands.db"
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-QUEUE_OPTIONS = ("limit", "paused", "executor")
+QUEUE_OPTIONS = ("limit", "paused", "executor", "global_limit", "rate_limit", "partition")
 EXECUTORS = ("thread", "process")
 
 
@@ -141,6 +142,17 @@ class QueueConfig:
     paused: bool = False
     #: Where sync jobs run: ``"thread"`` (default) or ``"process"`` (a process pool).
     executor: str = "thread"
+    #: Cross-node limits, enforced in the claim (see :mod:`errands.limits`).
+    global_limit: int | None = None
+    rate_limit: RateLimit | None = None
+    partition: Partition | None = None
+
+    @property
+    def limits(self) -> QueueLimits | None:
+        """The cross-node limits, or None when the queue has none (the plain, fast claim)."""
+        if self.global_limit is None and self.rate_limit is None:
+            return None
+        return QueueLimits(self.global_limit, self.rate_limit, self.partition)
 
 
 def _positive_int(option: str, value: Any) -> int:
@@ -178,7 +190,16 @@ def parse_queues(queues: Mapping[str, Any] | None) -> dict[str, QueueConfig]:
                     f"queue {name!r} executor must be one of {', '.join(EXECUTORS)}, "
                     f"got {executor!r}"
                 )
-            parsed[name] = QueueConfig(name, limit, paused, executor)
+            limits = parse_limits(name, options)
+            parsed[name] = QueueConfig(
+                name,
+                limit,
+                paused,
+                executor,
+                global_limit=limits.global_limit,
+                rate_limit=limits.rate_limit,
+                partition=limits.partition,
+            )
         else:
             parsed[name] = QueueConfig(name, _positive_int(f"queue {name!r} limit", options))
     return parsed
@@ -207,6 +228,8 @@ class Settings:
     - ``stage_interval``: how often due scheduled/retryable jobs are made available.
     - ``grace_period``: how long shutdown waits for running jobs.
     - ``prune_after``: finished jobs older than this are deleted (``None``: keep all).
+    - ``cron_catch_up``: cron slots missed while no node ran are inserted if they
+      fell due less than this long ago (``0``: none are caught up).
     """
 
     rescue_after: float = 30.0
@@ -217,6 +240,7 @@ class Settings:
     prune_after: float | None = 7 * 24 * 3600.0
     prune_interval: float = 60.0
     prune_limit: int = 10_000
+    cron_catch_up: float = 3600.0
 
     def __post_init__(self) -> None:
         _seconds("rescue_after", self.rescue_after, minimum=0.5)
@@ -227,6 +251,7 @@ class Settings:
         _seconds("prune_after", self.prune_after, allow_none=True)
         _seconds("prune_interval", self.prune_interval, minimum=0.01)
         _positive_int("prune_limit", self.prune_limit)
+        _seconds("cron_catch_up", self.cron_catch_up)
         if self.heartbeat_interval is not None and self.heartbeat_interval >= self.rescue_after:
             raise ConfigError(
                 f"heartbeat_interval ({self.heartbeat_interval:g}) must be shorter than "

@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from errands.errors import InvalidJobError
+from errands.unique import Unique, check_replace
 
 __all__ = [
     "Cancel",
@@ -187,8 +188,20 @@ class JobOptions:
     timeout: float | None = None
     tags: tuple[str, ...] | None = None
     meta: dict[str, Any] | None = None
+    #: An :class:`errands.Unique`; ``False`` turns a worker's default uniqueness off.
+    unique: Unique | bool | None = None
+    #: On a duplicate unique enqueue, update these fields of the existing job (if not running).
+    replace: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.unique is not None and self.unique is not False and not isinstance(
+            self.unique, Unique
+        ):
+            raise InvalidJobError(
+                f"unique must be an errands.Unique(...) or False, got {self.unique!r}"
+            )
+        if self.replace is not None:
+            object.__setattr__(self, "replace", check_replace(self.replace))
         if self.queue is not None and (not isinstance(self.queue, str) or not self.queue):
             raise InvalidJobError(f"queue must be a non-empty string, got {self.queue!r}")
         if self.priority is not None and (
@@ -270,3 +283,8 @@ class NewJob:
     max_attempts: int
     scheduled_at: float | None
     timeout: float | None
+    #: The unique key (hex SHA-256) and state bitmask; ``None`` for a job that is not unique.
+    unique_hash: str | None = None
+    unique_states: int = 0
+    #: Fields to update on the existing job when this unique job is a duplicate.
+    replace: tuple[str, ...] = ()

@@ -22,8 +22,10 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
 
 from errands import backoff as backoffs
+from errands.cron import CronSchedule, parse_schedule
 from errands.errors import InvalidJobError, UnknownWorkerError
 from errands.job import DEFAULT_MAX_ATTEMPTS, Job, JobOptions
+from errands.unique import Unique
 
 if TYPE_CHECKING:
     from errands.app import App
@@ -64,12 +66,17 @@ class Worker:
         class Resize(errands.Worker, queue="media", max_attempts=5, timeout=60):
             def perform(self, job: errands.Job) -> str:
                 return resize(job.args["path"])
+
+        class Digest(errands.Worker, unique=errands.Unique(period=3600), cron="0 * * * *"):
+            ...  # at most one per hour, and one inserted every hour (once registered)
     """
 
     #: The registered name; defaults to ``module.QualName``.
     name: ClassVar[str] = ""
     #: Defaults for every job of this worker.
     defaults: ClassVar[JobOptions] = JobOptions(queue="default", priority=0)
+    #: ``cron="..."`` of the class statement, checked; not inherited by subclasses.
+    cron_schedule: ClassVar[CronSchedule | None] = None
 
     def __init_subclass__(
         cls,
@@ -80,6 +87,9 @@ class Worker:
         max_attempts: int | None = None,
         timeout: float | None = None,
         tags: list[str] | tuple[str, ...] | None = None,
+        unique: Unique | None = None,
+        replace: list[str] | tuple[str, ...] | None = None,
+        cron: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -92,8 +102,12 @@ class Worker:
             max_attempts=max_attempts,
             timeout=timeout,
             tags=_tags(tags),
+            unique=unique,
+            replace=tuple(replace) if isinstance(replace, list) else replace,
         )
         cls.defaults = cls.defaults.merged(own)
+        where = f"cron of worker {cls.name!r}"
+        cls.cron_schedule = None if cron is None else parse_schedule(cron, where=where)
 
     def perform(self, job: Job) -> Any:
         """Do the work; return a JSON value to store as the result, or raise."""

@@ -26,6 +26,7 @@ from click.testing import CliRunner, Result
 
 import errands
 from errands.cli import cli
+from errands.engines.migrations import latest_version
 
 # Unset the variables the command reads, so the developer's shell cannot leak in.
 CLEAN_ENV: dict[str, str | None] = {
@@ -150,7 +151,7 @@ def test_python_dash_m_runs_the_command(tmp_path: Path, db_url: str) -> None:
         env=clean_subprocess_env(),
     )
     assert proc.returncode == 0, proc.stderr
-    assert "schema version 1" in proc.stdout
+    assert f"schema version {latest_version('sqlite')}" in proc.stdout
     assert (tmp_path / "jobs.db").exists()
 
 
@@ -158,7 +159,7 @@ def test_python_dash_m_runs_the_command(tmp_path: Path, db_url: str) -> None:
 def test_migrate_creates_the_database(tmp_path: Path, db_url: str) -> None:
     result = invoke("--database-url", db_url, "migrate")
     assert result.exit_code == 0, result.output
-    assert "schema version 1" in result.output
+    assert f"schema version {latest_version('sqlite')}" in result.output
     assert (tmp_path / "jobs.db").exists()
     assert errands.App(db_url).queue_counts() == {}
 

@@ -23,8 +23,19 @@ from typing import Any, Protocol, runtime_checkable
 
 from errands import codec
 from errands.job import Job, JobState, NewJob
+from errands.limits import QueueLimits
 
-__all__ = ["Ack", "Engine", "ProducerInfo", "RescueCounts", "job_from_row", "load_sql"]
+__all__ = [
+    "CONTROL_WAKE",
+    "Ack",
+    "CronSlot",
+    "Engine",
+    "ProducerInfo",
+    "QueueState",
+    "RescueCounts",
+    "job_from_row",
+    "load_sql",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +81,44 @@ class RescueCounts:
         return self.available + self.discarded
 
 
+@dataclass(frozen=True, slots=True)
+class CronSlot:
+    """One due slot of a cron entry and the job to insert for it (if the slot is new).
+
+    Example: ``CronSlot(name="nightly", at=1767236400.0, job=app.new_job(Nightly))``
+    """
+
+    name: str
+    #: The slot's instant, Unix seconds.
+    at: float
+    job: NewJob
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """The instructions every node follows for one queue (a row of ``errands_queues``).
+
+    ``None`` means no instruction: each node keeps its own configuration.
+    ``version`` grows with every change, so each node applies a change once.
+
+    Example: ``QueueState("mail", paused=True, limit=None, running=None, version=3, updated_at=0)``
+    """
+
+    name: str
+    paused: bool | None
+    #: Overrides each node's local ``limit`` (``scale_queue``).
+    limit: int | None
+    #: True: every node runs the queue (``start_queue``); False: none does (``stop_queue``).
+    running: bool | None
+    version: int
+    updated_at: float
+
+
 #: A callback an engine's listener calls with a queue name when jobs arrive.
 WakeUp = Callable[[str], None]
+
+#: The wake-up "queue name" (no real one can be) that tells nodes to re-read queue control.
+CONTROL_WAKE = "!control"
 
 
 @runtime_checkable
@@ -104,8 +151,31 @@ class Engine(Protocol):
     def insert(self, jobs: Sequence[NewJob], conn: Any = None) -> list[Job]:
         """Insert ``jobs`` in one round trip; inside ``conn``'s transaction when given."""
 
-    def fetch(self, queue: str, limit: int, producer: str, workers: Sequence[str]) -> list[Job]:
-        """Claim up to ``limit`` available jobs of ``queue`` whose worker is in ``workers``."""
+    def insert_cron(self, slots: Sequence[CronSlot]) -> list[Job]:
+        """Insert each slot row and, only if it was new, its job, in one transaction.
+
+        Returns the jobs inserted: a slot some node inserted before gets none.
+        """
+
+    def prune_cron_slots(self, before: float) -> int:
+        """Delete slot rows before ``before`` (Unix seconds) but each entry's latest one."""
+
+    def cron_history(self, names: Sequence[str]) -> dict[str, float]:
+        """``{name: latest slot inserted}`` for the entries that have one (Unix seconds)."""
+
+    def fetch(
+        self,
+        queue: str,
+        limit: int,
+        producer: str,
+        workers: Sequence[str],
+        limits: QueueLimits | None = None,
+    ) -> list[Job]:
+        """Claim up to ``limit`` available jobs of ``queue`` whose worker is in ``workers``.
+
+        With ``limits``, the claim also keeps the queue's global and rate limits
+        (per partition), counted and claimed atomically against every node.
+        """
 
     def ack(self, acks: Sequence[Ack]) -> int:
         """Apply outcomes in one transaction; return how many were not stale."""
@@ -169,6 +239,37 @@ class Engine(Protocol):
 
     def listen(self, wake_up: WakeUp) -> Listener | None:
         """Start calling ``wake_up(queue)`` when other processes insert; None if unsupported."""
+
+    # -- queue control and bulk changes (errands.control, errands.runtime.queue_watch) --
+    def queue_states(self) -> list[QueueState]:
+        """Every queue's stored instructions, by name."""
+
+    def set_queue(
+        self,
+        name: str,
+        *,
+        paused: bool | None = None,
+        limit: int | None = None,
+        set_limit: bool = False,
+        running: bool | None = None,
+        set_running: bool = False,
+    ) -> QueueState:
+        """Store an instruction for every node (``paused=None`` keeps the stored value)."""
+
+    def notify_control(self) -> None:
+        """Ask every node to re-read queue control now (a hint; nodes poll anyway)."""
+
+    def cancelled_jobs(self, ids: Sequence[int]) -> list[int]:
+        """Which of ``ids`` are now ``cancelled``."""
+
+    def retry_jobs(self, *, states: Sequence[str], queue: str | None, worker: str | None) -> int:
+        """Make matching finished/retryable jobs available now; return how many."""
+
+    def cancel_jobs(self, *, states: Sequence[str], queue: str | None, worker: str | None) -> int:
+        """Cancel matching unfinished jobs (executing ones too); return how many."""
+
+    def delete_jobs(self, *, states: Sequence[str], queue: str | None, worker: str | None) -> int:
+        """Delete matching jobs that are not executing; return how many."""
 
 
 def load_sql(dialect: str, name: str) -> str:

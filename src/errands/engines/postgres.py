@@ -31,7 +31,16 @@ import psycopg
 from psycopg import sql
 
 from errands.config import mask_url
-from errands.engines.base import Ack, ProducerInfo, RescueCounts, WakeUp, job_from_row, load_sql
+from errands.engines import pg_insert
+from errands.engines.base import (
+    Ack,
+    CronSlot,
+    ProducerInfo,
+    RescueCounts,
+    WakeUp,
+    job_from_row,
+    load_sql,
+)
 from errands.engines.migrations import latest_version, migrations
 from errands.engines.pg_connect import (
     PgPool,
@@ -43,9 +52,11 @@ from errands.engines.pg_connect import (
     storable_json,
     storable_time,
 )
+from errands.engines.pg_control import PgControl
 from errands.engines.pg_listen import PgListener, channel_name
 from errands.errors import ConfigError, SchemaError
 from errands.job import Job, JobState, NewJob
+from errands.limits import LimitedClaim, QueueLimits
 
 __all__ = ["PostgresEngine", "channel_name"]
 
@@ -71,7 +82,7 @@ def _rescued(rows: Sequence[Row]) -> RescueCounts:
     )
 
 
-class PostgresEngine:
+class PostgresEngine(PgControl):
     """Jobs in PostgreSQL tables in ``schema``. Thread-safe; the pool opens on first use."""
 
     dialect = "postgres"
@@ -237,6 +248,8 @@ class PostgresEngine:
             return []
         for job in jobs:  # all of them before any statement: nothing half-inserted
             check_storable(job)
+        if any(job.unique_hash is not None for job in jobs):
+            return pg_insert.insert_unique(self, jobs, conn)
         if conn is None:
             with self._pool.connection("inserting jobs") as own:
                 rows = self._insert_on(own, jobs)
@@ -250,14 +263,30 @@ class PostgresEngine:
         inserted.sort(key=lambda job: job.id)
         return inserted
 
-    def fetch(self, queue: str, limit: int, producer: str, workers: Sequence[str]) -> list[Job]:
-        """Claim up to ``limit`` jobs in one statement (``FOR UPDATE SKIP LOCKED``)."""
+    def fetch(
+        self,
+        queue: str,
+        limit: int,
+        producer: str,
+        workers: Sequence[str],
+        limits: QueueLimits | None = None,
+    ) -> list[Job]:
+        """Claim up to ``limit`` jobs in one statement (``FOR UPDATE SKIP LOCKED``).
+
+        A queue with ``limits`` is claimed under its lock (see ``pg_control``) and
+        the result is a :class:`~errands.limits.LimitedClaim`.
+        """
         if limit <= 0 or not workers:
             return []
         params = {"queue": queue, "limit": limit, "producer": producer, "workers": list(workers)}
-        jobs = [_job(row) for row in self._all("fetch", params, "claiming jobs")]
+        blocked = False
+        if limits is None:
+            rows = self._all("fetch", params, "claiming jobs")
+        else:
+            rows, blocked = self._claim_limited(params, limits)
+        jobs = [_job(row) for row in rows]
         jobs.sort(key=lambda job: (job.priority, job.scheduled_at, job.id))
-        return jobs
+        return jobs if limits is None else LimitedClaim(jobs, blocked=blocked)
 
     def ack(self, acks: Sequence[Ack]) -> int:
         """Apply a batch of outcomes in one statement; return how many were not stale."""
@@ -311,6 +340,19 @@ class PostgresEngine:
         """Delete a bounded batch of finished jobs."""
         params = {"older_than": float(older_than), "limit": limit}
         return self._count("prune", params, "pruning finished jobs")
+
+    def insert_cron(self, slots: Sequence[CronSlot]) -> list[Job]:
+        """Claim cron slots and insert the jobs of the new ones, in one transaction."""
+        return pg_insert.insert_cron(self, slots) if slots else []
+
+    def prune_cron_slots(self, before: float) -> int:
+        """Forget cron slots older than ``before`` (but each entry's latest)."""
+        return self._count("prune_cron_slots", {"before": before}, "pruning cron slots")
+
+    def cron_history(self, names: Sequence[str]) -> dict[str, float]:
+        """The latest slot inserted per cron entry."""
+        rows = self._all("cron_history", {"names": list(names)}, "reading cron slots")
+        return {row["name"]: float(row["slot"]) for row in rows}
 
     # -- liveness ----------------------------------------------------------------
     def register_producer(self, producer: ProducerInfo) -> None:

@@ -26,10 +26,21 @@ from urllib.parse import quote
 
 import orjson
 
-from errands.engines.base import Ack, ProducerInfo, RescueCounts, WakeUp, job_from_row, load_sql
+from errands.engines.base import (
+    Ack,
+    CronSlot,
+    ProducerInfo,
+    RescueCounts,
+    WakeUp,
+    job_from_row,
+    load_sql,
+)
 from errands.engines.migrations import latest_version, migrations
+from errands.engines.sqlite_control import SQLiteControl
+from errands.engines.sqlite_insert import insert_cron_on, insert_unique_on
 from errands.errors import DatabaseError, SchemaError
 from errands.job import Job, JobState, NewJob
+from errands.limits import LimitedClaim, QueueLimits
 
 __all__ = ["SQLiteEngine"]
 
@@ -108,7 +119,7 @@ class _DataVersionListener:
             self._thread.join(timeout=2)
 
 
-class SQLiteEngine:
+class SQLiteEngine(SQLiteControl):
     """Jobs in a SQLite file. Thread-safe; one writer connection per process."""
 
     dialect = "sqlite"
@@ -244,6 +255,8 @@ class SQLiteEngine:
     # -- jobs ------------------------------------------------------------------
     def _insert_on(self, conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Job]:
         now = time.time()
+        if any(job.unique_hash is not None for job in jobs):  # see sqlite_insert
+            return insert_unique_on(conn, jobs, now)
         inserted: list[Job] = []
         for start in range(0, len(jobs), _INSERT_CHUNK):
             payload = orjson.dumps(
@@ -280,8 +293,19 @@ class SQLiteEngine:
         with self._write("inserting jobs") as own:
             return self._insert_on(own, jobs)
 
-    def fetch(self, queue: str, limit: int, producer: str, workers: Sequence[str]) -> list[Job]:
-        """Claim up to ``limit`` jobs; a cheap read first keeps idle polls off the write lock."""
+    def fetch(
+        self,
+        queue: str,
+        limit: int,
+        producer: str,
+        workers: Sequence[str],
+        limits: QueueLimits | None = None,
+    ) -> list[Job]:
+        """Claim up to ``limit`` jobs; a cheap read first keeps idle polls off the write lock.
+
+        A queue with ``limits`` is claimed by ``fetch_limited`` (see ``sqlite_control``)
+        and the result is a :class:`~errands.limits.LimitedClaim`.
+        """
         params = {
             "queue": queue,
             "limit": limit,
@@ -292,7 +316,9 @@ class SQLiteEngine:
         with self._lock:
             with self._read("looking for jobs") as conn:
                 if conn.execute(_sql("has_available"), params).fetchone() is None:
-                    return []
+                    return [] if limits is None else LimitedClaim()
+            if limits is not None:
+                return self._fetch_limited(params, limits)
             with self._write("claiming jobs") as conn:
                 rows = _rows(conn.execute(_sql("fetch"), params))
         jobs = [job_from_row(row) for row in rows]
@@ -358,6 +384,22 @@ class SQLiteEngine:
             return conn.execute(
                 _sql("prune"), {"cutoff": time.time() - older_than, "limit": limit}
             ).rowcount
+
+    def insert_cron(self, slots: Sequence[CronSlot]) -> list[Job]:
+        """Claim cron slots and insert the jobs of the new ones, in one transaction."""
+        with self._write("inserting cron jobs") as conn:
+            return insert_cron_on(conn, slots, time.time(), self._insert_on)
+
+    def prune_cron_slots(self, before: float) -> int:
+        """Forget cron slots older than ``before`` (but each entry's latest)."""
+        with self._write("pruning cron slots") as conn:
+            return conn.execute(_sql("prune_cron_slots"), {"before": before}).rowcount
+
+    def cron_history(self, names: Sequence[str]) -> dict[str, float]:
+        """The latest slot inserted per cron entry."""
+        with self._read("reading cron slots") as conn:
+            rows = conn.execute(_sql("cron_history"), {"names": _json_list(names)}).fetchall()
+        return {name: float(slot) for name, slot in rows}
 
     # -- liveness ----------------------------------------------------------------
     def register_producer(self, producer: ProducerInfo) -> None:

@@ -3,7 +3,10 @@
 ``async def`` bodies run on the event loop; ``def`` bodies run in a thread
 pool. A timeout cancels an async body; a sync body cannot be killed, so its
 attempt is recorded as failed at once, ``job.cancelled()`` turns true for the
-body to notice, and the runaway thread is counted until it returns.
+body to notice, and the runaway thread is counted until it returns. In a queue
+with ``executor="process"`` a ``def`` body runs in a child process instead
+(:mod:`errands.runtime.process_pool`), which a timeout really kills; every
+executor classifies outcomes with the same :func:`classify`.
 
 Example::
 
@@ -23,7 +26,7 @@ import time
 import traceback
 from concurrent.futures import Executor
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import errands
 from errands import codec
@@ -31,7 +34,10 @@ from errands.engines.base import Ack
 from errands.job import Cancel, Discard, Job, JobState, Snooze
 from errands.worker import Worker, _current_job, job_timeout
 
-__all__ = ["RunawayCounter", "error_record", "execute"]
+if TYPE_CHECKING:
+    from errands.runtime.process_pool import ProcessPool
+
+__all__ = ["JobTimeoutError", "RunawayCounter", "classify", "error_record", "execute"]
 
 log = logging.getLogger("errands.executor")
 
@@ -174,50 +180,70 @@ def _shutting_down() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+def classify(
+    job: Job, worker: Worker, producer: str, result: Any = None, exc: BaseException | None = None
+) -> Ack:
+    """Turn one attempt's return value (or its exception ``exc``) into an :class:`Ack`.
+
+    Every executor uses it (threads, the loop, and child processes of
+    :mod:`errands.runtime.process_pool`), so an outcome means the same
+    wherever the body ran. A failure's ``backoff()`` runs here, with
+    ``job.exception`` set.
+
+    Example: ``ack = classify(job, worker, producer_id, exc=ValueError("bad"))``
+    """
+
+    def ack(state: JobState, **outcome: Any) -> Ack:
+        return Ack(id=job.id, attempt=job.attempt, producer=producer, state=state, **outcome)
+
+    if exc is None:
+        try:
+            encoded = codec.encode(result, f"result of {job.worker}")
+        except Exception as error:
+            exc = error
+        else:
+            return ack(JobState.COMPLETED, result=encoded)
+    if isinstance(exc, Snooze):
+        return ack(JobState.SCHEDULED, scheduled_at=time.time() + exc.seconds, snoozed=True)
+    if isinstance(exc, Cancel):
+        return ack(JobState.CANCELLED, error=error_record(exc, job.attempt, with_traceback=False))
+    if isinstance(exc, Discard):
+        return ack(JobState.DISCARDED, error=error_record(exc, job.attempt, with_traceback=False))
+    record = error_record(exc, job.attempt)
+    if job.attempt >= job.max_attempts:
+        return ack(JobState.DISCARDED, error=record)
+    job.exception = exc
+    job.errors = [*job.errors, record]
+    return ack(JobState.RETRYABLE, error=record, scheduled_at=time.time() + _backoff(worker, job))
+
+
 async def execute(
     job: Job,
     worker_cls: type[Worker],
     producer: str,
     threads: Executor,
     runaways: RunawayCounter | None = None,
+    processes: ProcessPool | None = None,
 ) -> Ack:
     """Perform one attempt of ``job`` and classify its outcome.
 
+    With ``processes`` (the pool of a queue whose executor is ``"process"``) a
+    sync body runs in a child process; an async body still runs on the loop.
     ``asyncio.CancelledError`` (shutdown) propagates: the caller leaves the job
     to be returned or rescued.
     """
+    if processes is not None and not worker_cls.is_async():
+        return await processes.execute(job, worker_cls, producer)
     job._cancel_event = threading.Event()
     worker = worker_cls()
-
-    def ack(state: JobState, **outcome: Any) -> Ack:
-        return Ack(id=job.id, attempt=job.attempt, producer=producer, state=state, **outcome)
-
     try:
         result = await _perform(
             job, worker, worker_cls.is_async(), threads, runaways or RunawayCounter()
-        )
-        encoded = codec.encode(result, f"result of {job.worker}")
-    except Snooze as snooze:
-        return ack(JobState.SCHEDULED, scheduled_at=time.time() + snooze.seconds, snoozed=True)
-    except Cancel as cancel:
-        return ack(
-            JobState.CANCELLED, error=error_record(cancel, job.attempt, with_traceback=False)
-        )
-    except Discard as discard:
-        return ack(
-            JobState.DISCARDED, error=error_record(discard, job.attempt, with_traceback=False)
         )
     except BaseException as exc:
         # SystemExit or KeyboardInterrupt from a job body fails that attempt; it
         # must not take the worker down. Only our own cancellation propagates.
         if isinstance(exc, asyncio.CancelledError) and _shutting_down():
             raise
-        record = error_record(exc, job.attempt)
-        if job.attempt >= job.max_attempts:
-            return ack(JobState.DISCARDED, error=record)
-        job.exception = exc
-        job.errors = [*job.errors, record]
-        return ack(
-            JobState.RETRYABLE, error=record, scheduled_at=time.time() + _backoff(worker, job)
-        )
-    return ack(JobState.COMPLETED, result=encoded)
+        return classify(job, worker, producer, exc=exc)
+    return classify(job, worker, producer, result)

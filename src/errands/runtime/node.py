@@ -26,15 +26,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from errands.engines.base import Ack, Listener
+from errands.engines.base import CONTROL_WAKE, Ack, Listener
 from errands.plugins.base import Periodic
+from errands.plugins.cron import Cron
 from errands.plugins.lifeline import Lifeline
 from errands.plugins.pruner import Pruner
 from errands.plugins.stager import Stager
 from errands.runtime.completer import Completer
 from errands.runtime.executor import RunawayCounter
 from errands.runtime.heartbeat import Heartbeat
+from errands.runtime.process_pool import ProcessPool, close_pools, start_pools
 from errands.runtime.producer import Producer
+from errands.runtime.queue_watch import QueueWatch
 from errands.runtime.threads import JobThreads
 
 if TYPE_CHECKING:
@@ -69,6 +72,8 @@ class Node:
         self.runaways = RunawayCounter()
         self.outcomes: Counter[str] = Counter()
         self.producers: dict[str, Producer] = {}
+        #: One pool of worker processes per queue whose executor is "process".
+        self.process_pools: dict[str, ProcessPool] = {}
         self._db = ThreadPoolExecutor(max_workers=4, thread_name_prefix="errands-db")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: Listener | None = None
@@ -81,6 +86,8 @@ class Node:
             lease=self.settings.rescue_after,
         )
         self.plugins: list[Periodic] = []
+        #: Applies pause/scale/start/stop from errands_queues; stops cancelled running jobs.
+        self.queue_watch = QueueWatch(self, interval=min(self.poll_interval, 1.0))
         self.started = False
 
     async def call_db(self, fn: Callable[..., T], *args: Any) -> T:
@@ -120,6 +127,8 @@ class Node:
                     is_leader=self._is_leader,
                 )
             )
+        if self.app.cron:
+            plugins.append(Cron.for_node(self))  # checks the entries: ConfigError naming one
         return plugins
 
     # -- wake-ups (callable from any thread) ---------------------------------------
@@ -127,6 +136,9 @@ class Node:
         """Tell the producer of ``queue`` (``"*"``: every producer) to look for work now."""
         loop = self._loop
         if loop is None or loop.is_closed():
+            return
+        if queue == CONTROL_WAKE:
+            loop.call_soon_threadsafe(self.queue_watch.nudge)
             return
         if queue == "*":
             loop.call_soon_threadsafe(self._wake_all_now)
@@ -157,13 +169,15 @@ class Node:
         self.started = True
         await self.call_db(self.app.ensure_schema)
         self.worker_names = tuple(self.registry.names())
+        self.queue_configs = await self.queue_watch.load(self.queue_configs)
+        self.process_pools = await start_pools(self.app, self.queue_configs.values())
         for config in self.queue_configs.values():
             producer = Producer(self, config)
             await producer.start()
             self.producers[config.name] = producer
         await self.completer.start()
         await self.call_db(self.heartbeat.start)
-        self.plugins = self._build_plugins()
+        self.plugins = [*self._build_plugins(), self.queue_watch]
         for plugin in self.plugins:
             await plugin.start()
         self._listener = self.engine.listen(self.wake)
@@ -183,6 +197,7 @@ class Node:
             self._listener.stop()
             self._listener = None
         results = await asyncio.gather(*(p.stop(grace) for p in self.producers.values()))
+        await close_pools(self.process_pools)
         unfinished = sum(len(ids) for ids in results)
         for plugin in self.plugins:
             await plugin.stop()

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING
 from errands.config import QueueConfig
 from errands.engines.base import ProducerInfo
 from errands.job import Job
+from errands.limits import LimitedClaim
 from errands.runtime.executor import execute
+from errands.runtime.process_pool import pool_for
 
 if TYPE_CHECKING:
     from errands.runtime.node import Node
@@ -44,8 +46,14 @@ class Producer:
         self.queue = config.name
         self.limit = config.limit
         self.paused = config.paused
+        #: Global/rate limits the claim enforces across nodes (None: the plain claim).
+        self.limits = config.limits
+        #: While the limits are reached, count again only at this time (or a local slot frees).
+        self._blocked_until = 0.0
         self.id = f"{node.name}/{config.name}/{uuid.uuid4().hex[:8]}"
         self.running: dict[int, asyncio.Task[None]] = {}
+        #: The jobs behind ``running``, so a job cancelled from outside can be stopped.
+        self.jobs: dict[int, Job] = {}
         self.fetched = 0
         self._wake = asyncio.Event()
         self._stopping = False
@@ -81,11 +89,16 @@ class Producer:
             self._wake.clear()
             if self._stopping:
                 break
-            if self.paused or self.demand == 0:
+            if self.paused or self.demand == 0 or self._blocked_until > time.monotonic():
                 continue
             try:
                 jobs = await self.node.call_db(
-                    self.node.engine.fetch, self.queue, self.demand, self.id, self.node.worker_names
+                    self.node.engine.fetch,
+                    self.queue,
+                    self.demand,
+                    self.id,
+                    self.node.worker_names,
+                    self.limits,
                 )
                 backoff = 0.1
             except Exception as exc:
@@ -99,7 +112,12 @@ class Producer:
                 backoff = min(backoff * 2, 5.0)
                 self._wake.set()
                 continue
+            if isinstance(jobs, LimitedClaim) and jobs.blocked:
+                # Jobs wait but the queue's global limits are reached: count again at
+                # the next poll or when one of ours finishes, not at every wake-up.
+                self._blocked_until = time.monotonic() + poll
             for job in jobs:
+                self.jobs[job.id] = job
                 self.running[job.id] = asyncio.create_task(self._run(job))
             self.fetched += len(jobs)
             if not jobs:
@@ -109,12 +127,46 @@ class Producer:
         worker_cls = self.node.registry.get(job.worker)
         try:
             assert worker_cls is not None, "fetch returns registered workers only"
-            ack = await execute(job, worker_cls, self.id, self.node.threads, self.node.runaways)
+            ack = await execute(
+                job,
+                worker_cls,
+                self.id,
+                self.node.threads,
+                self.node.runaways,
+                processes=pool_for(self.node.process_pools, self.node.app, self.queue),
+            )
             self.node.completer.add(ack)
             self.node.finished(ack)
         finally:
             self.running.pop(job.id, None)
+            self.jobs.pop(job.id, None)
+            self._blocked_until = 0.0
             self._wake.set()
+
+    def cancel_job(self, job_id: int) -> bool:
+        """Stop a running job that was cancelled from outside; False if not told yet.
+
+        An async body's task is cancelled at once (its outcome stays
+        ``cancelled``); a sync body sees ``job.cancelled()`` turn true and its
+        late ack is stale.
+        """
+        job, task = self.jobs.get(job_id), self.running.get(job_id)
+        if job is None or task is None:
+            return False
+        worker_cls = self.node.registry.get(job.worker)
+        if worker_cls is not None and worker_cls.is_async():
+            log.info("job %s (%s) was cancelled while running; stopping it", job_id, job.worker)
+            task.cancel()
+            return True
+        if job._cancel_event is None:  # not started yet: tell it on the next check
+            return False
+        log.info(
+            "job %s (%s) was cancelled while running; job.cancelled() is now true",
+            job_id,
+            job.worker,
+        )
+        job._cancel_event.set()
+        return True
 
     async def _check_unknown_workers(self) -> None:
         # Jobs of workers this node does not know stay for a node that does;

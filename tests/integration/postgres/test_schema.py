@@ -15,7 +15,14 @@ from errands.errors import SchemaError
 from tests.integration.postgres.conftest import EngineFactory
 from tests.support import postgres_schema
 
-TABLES = ("errands_jobs", "errands_producers", "errands_leader", "errands_schema")
+TABLES = (
+    "errands_jobs",
+    "errands_producers",
+    "errands_leader",
+    "errands_schema",
+    "errands_cron_slots",
+    "errands_queues",
+)
 
 
 def snapshot(db: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
@@ -105,8 +112,8 @@ def test_tables_have_the_same_columns_as_sqlite(
     lite = sqlite3.connect(":memory:")
     for _, _, text in migrations("sqlite"):
         lite.executescript(text)
-    for table in ("errands_jobs", "errands_producers", "errands_leader"):
-        expected = [row[1] for row in lite.execute(f"PRAGMA table_info({table})")]
+    for table in ("errands_jobs", "errands_producers", "errands_leader", "errands_queues"):
+        expected = [row[1] for row in lite.execute(f"PRAGMA table_xinfo({table})")]
         found = db.execute(
             "SELECT column_name FROM information_schema.columns "
             "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",

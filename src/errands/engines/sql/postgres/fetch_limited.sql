@@ -1,0 +1,103 @@
+-- Claim up to "limit" available jobs of a queue that has a global_limit and/or a
+-- rate_limit. The engine runs it right after queue_lock.sql in the same
+-- transaction: claimers of the queue take turns, and each one counts what the
+-- previous ones committed.
+--
+-- Every job belongs to a partition: '' (the whole queue), its worker name, or
+-- the JSON array of the values of the args named key1..key8 (NULL when unused)
+-- -- "by" is 'none', 'worker' or 'args'.
+-- A partition's room is
+--     least(global_limit - its executing jobs, rate_count - its jobs started in the window)
+-- (a NULL limit means no cap); a partition without executing or recent jobs has
+-- default_room. The claim walks the first "scan" waiting jobs of partitions with
+-- room, in priority order, and takes at most `room` of each, "limit" in all.
+-- A job counts as started at its latest attempted_at: the rate window slides over it.
+-- The clock is read after the lock was granted (clock_timestamp(), not the
+-- transaction's now()), so a claimer that waited does not record an old start.
+WITH clock AS MATERIALIZED (
+    SELECT clock_timestamp() AS now
+),
+running AS (
+    SELECT CASE %(by)s::text
+               WHEN 'worker' THEN j.worker
+               WHEN 'args' THEN jsonb_build_array(j.args -> %(key1)s::text, j.args -> %(key2)s::text,
+                                                 j.args -> %(key3)s::text, j.args -> %(key4)s::text,
+                                                 j.args -> %(key5)s::text, j.args -> %(key6)s::text,
+                                                 j.args -> %(key7)s::text, j.args -> %(key8)s::text)::text
+               ELSE '' END AS pkey,
+           count(*) AS n
+    FROM {schema}.errands_jobs AS j
+    WHERE j.state = 'executing' AND j.queue = %(queue)s AND %(global_limit)s::integer IS NOT NULL
+    GROUP BY 1
+),
+started AS (
+    SELECT CASE %(by)s::text
+               WHEN 'worker' THEN j.worker
+               WHEN 'args' THEN jsonb_build_array(j.args -> %(key1)s::text, j.args -> %(key2)s::text,
+                                                 j.args -> %(key3)s::text, j.args -> %(key4)s::text,
+                                                 j.args -> %(key5)s::text, j.args -> %(key6)s::text,
+                                                 j.args -> %(key7)s::text, j.args -> %(key8)s::text)::text
+               ELSE '' END AS pkey,
+           count(*) AS n
+    FROM {schema}.errands_jobs AS j, clock
+    WHERE j.queue = %(queue)s
+      AND %(rate_count)s::integer IS NOT NULL
+      AND j.attempted_at > clock.now - make_interval(secs => %(rate_per)s::float8)
+    GROUP BY 1
+),
+used AS (
+    SELECT u.pkey,
+           least(CASE WHEN %(global_limit)s::integer IS NULL THEN %(default_room)s::integer
+                      ELSE %(global_limit)s::integer - coalesce(sum(u.running_n), 0) END,
+                 CASE WHEN %(rate_count)s::integer IS NULL THEN %(default_room)s::integer
+                      ELSE %(rate_count)s::integer - coalesce(sum(u.started_n), 0) END) AS room
+    FROM (SELECT pkey, n AS running_n, NULL::bigint AS started_n FROM running
+          UNION ALL
+          SELECT pkey, NULL::bigint, n FROM started) AS u
+    GROUP BY u.pkey
+),
+candidates AS MATERIALIZED (
+    SELECT c.id, c.priority, c.scheduled_at, c.pkey
+    FROM (
+        SELECT j.id, j.priority, j.scheduled_at,
+               CASE %(by)s::text
+                   WHEN 'worker' THEN j.worker
+                   WHEN 'args' THEN jsonb_build_array(j.args -> %(key1)s::text, j.args -> %(key2)s::text,
+                                                 j.args -> %(key3)s::text, j.args -> %(key4)s::text,
+                                                 j.args -> %(key5)s::text, j.args -> %(key6)s::text,
+                                                 j.args -> %(key7)s::text, j.args -> %(key8)s::text)::text
+                   ELSE '' END AS pkey
+        FROM {schema}.errands_jobs AS j
+        WHERE j.state = 'available'
+          AND j.queue = %(queue)s
+          AND j.worker = ANY(%(workers)s::text[])
+    ) AS c
+    WHERE c.pkey NOT IN (SELECT pkey FROM used WHERE room <= 0)
+    ORDER BY c.priority, c.scheduled_at, c.id
+    LIMIT %(scan)s
+),
+ranked AS (
+    SELECT c.id, c.priority, c.scheduled_at,
+           row_number() OVER (PARTITION BY c.pkey
+                              ORDER BY c.priority, c.scheduled_at, c.id) AS rn,
+           coalesce(u.room, %(default_room)s::integer) AS room
+    FROM candidates AS c
+    LEFT JOIN used AS u ON u.pkey = c.pkey
+),
+picked AS MATERIALIZED (
+    SELECT j.id
+    FROM {schema}.errands_jobs AS j
+    JOIN ranked AS r ON r.id = j.id
+    WHERE r.rn <= r.room AND j.state = 'available'
+    ORDER BY r.priority, r.scheduled_at, r.id
+    LIMIT %(limit)s
+    FOR UPDATE OF j SKIP LOCKED
+)
+UPDATE {schema}.errands_jobs AS j
+SET state = 'executing',
+    attempt = j.attempt + 1,
+    attempted_at = clock.now,
+    attempted_by = %(producer)s
+FROM picked, clock
+WHERE j.id = picked.id
+RETURNING j.*

@@ -1,0 +1,5 @@
+-- Forget cron slots older than the catch-up windows: no node inserts them again.
+-- Each entry's latest slot stays: it tells a node where to start catching up.
+DELETE FROM {schema}.errands_cron_slots AS s
+WHERE s.slot < to_timestamp(%(before)s::float8)
+  AND s.slot < (SELECT max(t.slot) FROM {schema}.errands_cron_slots AS t WHERE t.name = s.name)

@@ -1,0 +1,161 @@
+"""The SQLite engine's limited claim, queue control and bulk changes.
+
+A mixin of :class:`~errands.engines.sqlite.SQLiteEngine`, kept apart so the
+engine module stays about the hot path. Every write is one statement inside
+the engine's ``BEGIN IMMEDIATE`` transaction, so SQLite's single writer already
+serializes the count-then-claim of a limited queue across processes.
+
+Example::
+
+    engine = SQLiteEngine("jobs.db")
+    engine.set_queue("mail", paused=True)
+    engine.retry_jobs(states=["discarded"], queue="mail", worker=None)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from errands.engines.base import QueueState, job_from_row, load_sql
+from errands.limits import MAX_KEYS, LimitedClaim, QueueLimits, claim_params
+
+__all__ = ["SQLiteControl"]
+
+_SQL: dict[str, str] = {}
+
+
+def _sql(name: str) -> str:
+    text = _SQL.get(name)
+    if text is None:
+        text = _SQL[name] = load_sql("sqlite", name)
+    return text
+
+
+def _json(values: Sequence[Any]) -> str:
+    return orjson.dumps(list(values)).decode()
+
+
+def _flag(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _clock(claim: dict[str, Any], per: float | None) -> None:
+    """Read the clock into a claim's parameters: ``now``, and ``since`` for the rate window."""
+    claim["now"] = now = time.time()
+    claim["since"] = None if per is None else now - per
+
+
+def _state(row: Sequence[Any]) -> QueueState:
+    name, paused, limit, running, version, updated_at = row
+    return QueueState(name, _flag(paused), limit, _flag(running), version, updated_at)
+
+
+class SQLiteControl:
+    """Limited claims, ``errands_queues`` and bulk changes for the SQLite engine.
+
+    Example: ``SQLiteEngine("jobs.db").queue_states()``
+    """
+
+    if TYPE_CHECKING:
+
+        def _read(self, doing: str) -> AbstractContextManager[sqlite3.Connection]: ...
+
+        def _write(self, doing: str) -> AbstractContextManager[sqlite3.Connection]: ...
+
+    def _fetch_limited(self, params: dict[str, Any], limits: QueueLimits) -> LimitedClaim:
+        """Claim within the queue's global/rate limits (jobs are known to be available).
+
+        A read first (``claimable``) checks that some job has room, so a queue
+        whose limits are reached never takes the write lock to find that out.
+        The claim itself runs in ``BEGIN IMMEDIATE``, with the clock read once
+        the lock is held, so a claimer that waited neither records an old start
+        nor counts an old window.
+        """
+        claim = {**params, **claim_params(limits, params["limit"])}
+        # Eight JSON paths (the last one repeated): see fetch_limited.sql.
+        paths = [f"$.{key}" for key in claim.pop("keys")] or ["$"]
+        for i in range(1, MAX_KEYS + 1):
+            del claim[f"key{i}"]
+            claim[f"path{i}"] = paths[min(i, len(paths)) - 1]
+        per = None if limits.rate_limit is None else limits.rate_limit.per
+        with self._read("looking for jobs within limits") as conn:
+            _clock(claim, per)
+            if conn.execute(_sql("claimable"), claim).fetchone() is None:
+                return LimitedClaim(blocked=True)
+        with self._write("claiming jobs") as conn:
+            _clock(claim, per)
+            cursor = conn.execute(_sql("fetch_limited"), claim)
+            names = [column[0] for column in cursor.description or ()]
+            jobs = [job_from_row(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
+            blocked = len(jobs) < params["limit"] and (
+                conn.execute(_sql("has_available"), params).fetchone() is not None
+            )
+        jobs.sort(key=lambda job: (job.priority, job.scheduled_at, job.id))
+        return LimitedClaim(jobs, blocked=blocked)
+
+    # -- queue control ------------------------------------------------------------
+    def queue_states(self) -> list[QueueState]:
+        """Every queue's stored instructions, by name."""
+        with self._read("reading queue control") as conn:
+            return [_state(row) for row in conn.execute(_sql("queue_states")).fetchall()]
+
+    def set_queue(
+        self,
+        name: str,
+        *,
+        paused: bool | None = None,
+        limit: int | None = None,
+        set_limit: bool = False,
+        running: bool | None = None,
+        set_running: bool = False,
+    ) -> QueueState:
+        """Store an instruction for every node; return the queue's new state."""
+        params = {
+            "name": name,
+            "paused": paused,
+            "limit": limit,
+            "set_limit": set_limit,
+            "running": running,
+            "set_running": set_running,
+            "now": time.time(),
+        }
+        with self._write("changing queue control") as conn:
+            row = conn.execute(_sql("set_queue"), params).fetchone()
+        return _state(row)
+
+    def notify_control(self) -> None:
+        """Nothing to do: SQLite nodes poll ``errands_queues`` every poll interval."""
+
+    def cancelled_jobs(self, ids: Sequence[int]) -> list[int]:
+        """Which of ``ids`` are now ``cancelled``."""
+        if not ids:
+            return []
+        with self._read("looking for cancelled jobs") as conn:
+            rows = conn.execute(_sql("cancelled_jobs"), {"ids": _json(ids)}).fetchall()
+        return [row[0] for row in rows]
+
+    # -- bulk changes ---------------------------------------------------------------
+    def _bulk(self, name: str, doing: str, params: dict[str, Any]) -> int:
+        with self._write(doing) as conn:
+            return max(conn.execute(_sql(name), params).rowcount, 0)
+
+    def retry_jobs(self, *, states: Sequence[str], queue: str | None, worker: str | None) -> int:
+        """Make matching finished/retryable jobs available now; return how many."""
+        params = {"states": _json(states), "queue": queue, "worker": worker, "now": time.time()}
+        return self._bulk("retry_jobs", "retrying jobs", params)
+
+    def cancel_jobs(self, *, states: Sequence[str], queue: str | None, worker: str | None) -> int:
+        """Cancel matching unfinished jobs; return how many."""
+        params = {"states": _json(states), "queue": queue, "worker": worker, "now": time.time()}
+        return self._bulk("cancel_jobs", "cancelling jobs", params)
+
+    def delete_jobs(self, *, states: Sequence[str], queue: str | None, worker: str | None) -> int:
+        """Delete matching jobs that are not executing; return how many."""
+        params = {"states": _json(states), "queue": queue, "worker": worker}
+        return self._bulk("delete_jobs", "deleting jobs", params)
