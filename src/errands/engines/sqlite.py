@@ -138,6 +138,7 @@ class SQLiteEngine(SQLiteControl):
         self.busy_timeout = busy_timeout
         self.listen_interval = listen_interval
         self._lock = threading.RLock()
+        self._backlogged: set[str] = set()
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
 
@@ -314,13 +315,19 @@ class SQLiteEngine(SQLiteControl):
             "now": time.time(),
         }
         with self._lock:
-            with self._read("looking for jobs") as conn:
-                if conn.execute(_sql("has_available"), params).fetchone() is None:
-                    return [] if limits is None else LimitedClaim()
+            # After a full claim more jobs are likely waiting: skip the probe.
+            if queue not in self._backlogged:
+                with self._read("looking for jobs") as conn:
+                    if conn.execute(_sql("has_available"), params).fetchone() is None:
+                        return [] if limits is None else LimitedClaim()
             if limits is not None:
                 return self._fetch_limited(params, limits)
             with self._write("claiming jobs") as conn:
                 rows = _rows(conn.execute(_sql("fetch"), params))
+            if len(rows) == limit:
+                self._backlogged.add(queue)
+            else:
+                self._backlogged.discard(queue)
         jobs = [job_from_row(row) for row in rows]
         jobs.sort(key=lambda job: (job.priority, job.scheduled_at, job.id))
         return jobs

@@ -135,15 +135,24 @@ async def _perform(
 ) -> Any:
     timeout = job_timeout(job, type(worker))
     if is_async:
-        task = asyncio.ensure_future(contextvars.copy_context().run(_run_async, worker, job))
+        # Each job already runs in a task of its own (its own context): no
+        # extra task or wait_for on the hot path.
+        if timeout is None:
+            return await _run_async(worker, job)
+        deadline = asyncio.timeout(timeout)
         try:
-            return await asyncio.wait_for(task, timeout)
+            async with deadline:
+                return await _run_async(worker, job)
         except TimeoutError:
+            if not deadline.expired():  # the body's own TimeoutError
+                raise
             raise JobTimeoutError(f"job {job.id} ran past its timeout of {timeout:g}s") from None
     timed_out = threading.Event()
     context = contextvars.copy_context()
     loop = asyncio.get_running_loop()
     future = loop.run_in_executor(threads, context.run, _run_sync, worker, job, runaways, timed_out)
+    if timeout is None:
+        return await future
     try:
         return await asyncio.wait_for(asyncio.shield(future), timeout)
     except TimeoutError:
