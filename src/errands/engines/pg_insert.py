@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
-from errands.engines.base import CronSlot, job_from_row
-from errands.engines.pg_connect import Row, check_storable, dict_cursor, driver_connection
+from errands.engines.base import CronSlot
+from errands.engines.pg_connect import check_storable, dict_cursor, driver_connection
+from errands.engines.pg_inspect import job_from_pg_row
 from errands.job import Job, NewJob
 from errands.unique import conflict_params, insert_resolving
 
@@ -36,15 +36,6 @@ __all__ = ["insert_cron", "insert_unique", "insert_unique_on"]
 
 #: Jobs per statement, as for plain inserts.
 CHUNK = 10_000
-_TIMES = ("inserted_at", "scheduled_at", "attempted_at", "finished_at")
-
-
-def _job(row: Row) -> Job:
-    for key in _TIMES:
-        value = row[key]
-        if isinstance(value, datetime):
-            row[key] = value.timestamp()
-    return job_from_row(row)
 
 
 def _column(jobs: Sequence[NewJob], name: str) -> list[Any]:
@@ -72,7 +63,7 @@ def insert_unique_on(
         with dict_cursor(conn) as cur:
             cur.execute(engine._q("insert_unique"), params)
             rows = cur.fetchall()
-        return {int(row.pop("ord")) - 1: _job(row) for row in rows}
+        return {int(row.pop("ord")) - 1: job_from_pg_row(row) for row in rows}
 
     def existing(batch: Sequence[NewJob]) -> dict[str, Job]:
         conflicts = conflict_params(batch)
@@ -81,7 +72,7 @@ def insert_unique_on(
         with dict_cursor(conn) as cur:
             cur.execute(engine._q("insert_unique_conflicts"), params)
             rows = cur.fetchall()
-        return {row["unique_key"]: _job(row) for row in rows}
+        return {row["unique_key"]: job_from_pg_row(row) for row in rows}
 
     result: list[Job] = []
     with conn.transaction() if conn.autocommit else nullcontext():
@@ -119,4 +110,4 @@ def insert_cron(engine: PostgresEngine, slots: Sequence[CronSlot]) -> list[Job]:
             return []
         if any(job.unique_hash is not None for job in jobs):
             return insert_unique_on(engine, conn, jobs)
-        return [_job(row) for row in engine._insert_on(conn, jobs)]
+        return [job_from_pg_row(row) for row in engine._insert_on(conn, jobs)]

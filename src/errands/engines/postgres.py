@@ -23,7 +23,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -38,7 +37,6 @@ from errands.engines.base import (
     ProducerInfo,
     RescueCounts,
     WakeUp,
-    job_from_row,
     load_sql,
 )
 from errands.engines.migrations import latest_version, migrations
@@ -53,6 +51,8 @@ from errands.engines.pg_connect import (
     storable_time,
 )
 from errands.engines.pg_control import PgControl
+from errands.engines.pg_inspect import PgInspect
+from errands.engines.pg_inspect import job_from_pg_row as _job
 from errands.engines.pg_listen import PgListener, channel_name
 from errands.errors import ConfigError, SchemaError
 from errands.job import Job, JobState, NewJob
@@ -60,18 +60,9 @@ from errands.limits import LimitedClaim, QueueLimits
 
 __all__ = ["PostgresEngine", "channel_name"]
 
-_TIMES = ("inserted_at", "scheduled_at", "attempted_at", "finished_at")
 #: Jobs per INSERT statement; bigger batches are split, inside one transaction.
 _INSERT_CHUNK = 10_000
 _MAX_IDENTIFIER = 63  # bytes in a PostgreSQL name
-
-
-def _job(row: Row) -> Job:
-    for key in _TIMES:
-        value = row[key]
-        if isinstance(value, datetime):
-            row[key] = value.timestamp()
-    return job_from_row(row)
 
 
 def _rescued(rows: Sequence[Row]) -> RescueCounts:
@@ -82,7 +73,7 @@ def _rescued(rows: Sequence[Row]) -> RescueCounts:
     )
 
 
-class PostgresEngine(PgControl):
+class PostgresEngine(PgControl, PgInspect):
     """Jobs in PostgreSQL tables in ``schema``. Thread-safe; the pool opens on first use."""
 
     dialect = "postgres"
@@ -385,49 +376,6 @@ class PostgresEngine(PgControl):
     def release_leader(self, node: str) -> None:
         """Give the lease up if ``node`` holds it."""
         self._count("release_leader", {"node": node}, "releasing leadership")
-
-    # -- inspection and control ----------------------------------------------------
-    def get_job(self, job_id: int) -> Job | None:
-        """The job with this id, or ``None``."""
-        return self._one("get_job", {"id": job_id}, "reading a job")
-
-    def list_jobs(
-        self,
-        *,
-        state: str | None = None,
-        queue: str | None = None,
-        worker: str | None = None,
-        limit: int = 50,
-    ) -> list[Job]:
-        """Jobs matching the filters, newest first."""
-        params = {"state": state, "queue": queue, "worker": worker, "limit": limit}
-        return [_job(row) for row in self._all("list_jobs", params, "listing jobs")]
-
-    def retry_job(self, job_id: int) -> Job | None:
-        """Make a finished or retryable job available now, and notify its queue."""
-        params = {"id": job_id, "channel": self._channel}
-        return self._one("retry_job", params, "retrying a job")
-
-    def cancel_job(self, job_id: int) -> Job | None:
-        """Cancel a job that has not finished."""
-        return self._one("cancel_job", {"id": job_id}, "cancelling a job")
-
-    def delete_job(self, job_id: int) -> bool:
-        """Delete a job unless it is executing."""
-        return self._count("delete_job", {"id": job_id}, "deleting a job") > 0
-
-    def queue_counts(self) -> dict[str, dict[str, int]]:
-        """``{queue: {state: count}}``."""
-        counts: dict[str, dict[str, int]] = {}
-        for row in self._all("queue_counts", {}, "counting jobs"):
-            counts.setdefault(row["queue"], {})[row["state"]] = int(row["n"])
-        return counts
-
-    def unknown_workers(self, queue: str, workers: Sequence[str]) -> list[str]:
-        """Names of available jobs' workers in ``queue`` that this node does not know."""
-        params = {"queue": queue, "workers": list(workers)}
-        rows = self._all("unknown_workers", params, "looking for unknown workers")
-        return [row["worker"] for row in rows]
 
     def listen(self, wake_up: WakeUp) -> PgListener:
         """LISTEN on this schema's channel in a daemon thread; ``wake_up(queue)`` per NOTIFY."""

@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
@@ -33,93 +33,23 @@ from errands.engines.base import (
     RescueCounts,
     WakeUp,
     job_from_row,
-    load_sql,
 )
 from errands.engines.migrations import latest_version, migrations
 from errands.engines.sqlite_control import SQLiteControl
 from errands.engines.sqlite_insert import insert_cron_on, insert_unique_on
+from errands.engines.sqlite_inspect import SQLiteInspect
+from errands.engines.sqlite_listen import DataVersionListener, driver_connection
+from errands.engines.sqlite_util import dict_rows, json_list, sql
 from errands.errors import DatabaseError, SchemaError
 from errands.job import Job, JobState, NewJob
 from errands.limits import LimitedClaim, QueueLimits
 
 __all__ = ["SQLiteEngine"]
 
-_SQL: dict[str, str] = {}
 _INSERT_CHUNK = 2_000
 
 
-def _sql(name: str) -> str:
-    text = _SQL.get(name)
-    if text is None:
-        text = _SQL[name] = load_sql("sqlite", name)
-    return text
-
-
-def _rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
-    names = [column[0] for column in cursor.description or ()]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-
-
-def _json_list(values: Sequence[str]) -> str:
-    return orjson.dumps(list(values)).decode()
-
-
-def _driver_connection(conn: Any) -> sqlite3.Connection:
-    """The sqlite3 connection behind ``conn`` (itself, or a SQLAlchemy Connection/Session)."""
-    if isinstance(conn, sqlite3.Connection):
-        return conn
-    module = type(conn).__module__
-    if module.startswith("sqlalchemy"):
-        from sqlalchemy.engine import Connection as SAConnection
-        from sqlalchemy.orm import Session, scoped_session
-
-        if isinstance(conn, (Session, scoped_session)):
-            conn = conn.connection()  # joins (or begins) the session's transaction
-        if isinstance(conn, SAConnection):
-            if not conn.in_transaction():
-                conn.begin()
-            driver = conn.connection.driver_connection
-            if isinstance(driver, sqlite3.Connection):
-                return driver
-    raise TypeError(
-        "conn must be a sqlite3.Connection or a SQLAlchemy Connection/Session on sqlite, "
-        f"got {module}.{type(conn).__qualname__}"
-    )
-
-
-class _DataVersionListener:
-    """Polls ``PRAGMA data_version`` on its own connection; wakes every queue on a change."""
-
-    def __init__(self, connect: Callable[[], sqlite3.Connection], wake_up: WakeUp, every: float):
-        self._connect = connect
-        self._wake_up = wake_up
-        self._every = every
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="errands-sqlite-listen", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        conn = self._connect()
-        try:
-            last = conn.execute("PRAGMA data_version").fetchone()[0]
-            while not self._stopped.wait(self._every):
-                try:
-                    version = conn.execute("PRAGMA data_version").fetchone()[0]
-                except sqlite3.Error:
-                    continue
-                if version != last:
-                    last = version
-                    self._wake_up("*")
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2)
-
-
-class SQLiteEngine(SQLiteControl):
+class SQLiteEngine(SQLiteControl, SQLiteInspect):
     """Jobs in a SQLite file. Thread-safe; one writer connection per process."""
 
     dialect = "sqlite"
@@ -276,8 +206,8 @@ class SQLiteEngine(SQLiteControl):
                     for job in jobs[start : start + _INSERT_CHUNK]
                 ]
             ).decode()
-            cursor = conn.execute(_sql("insert"), {"jobs": payload, "now": now})
-            inserted.extend(job_from_row(row) for row in _rows(cursor))
+            cursor = conn.execute(sql("insert"), {"jobs": payload, "now": now})
+            inserted.extend(job_from_row(row) for row in dict_rows(cursor))
         inserted.sort(key=lambda job: job.id)
         return inserted
 
@@ -286,7 +216,7 @@ class SQLiteEngine(SQLiteControl):
         if not jobs:
             return []
         if conn is not None:
-            conn = _driver_connection(conn)
+            conn = driver_connection(conn)
             try:
                 return self._insert_on(conn, jobs)
             except sqlite3.Error as exc:
@@ -311,19 +241,19 @@ class SQLiteEngine(SQLiteControl):
             "queue": queue,
             "limit": limit,
             "producer": producer,
-            "workers": _json_list(workers),
+            "workers": json_list(workers),
             "now": time.time(),
         }
         with self._lock:
             # After a full claim more jobs are likely waiting: skip the probe.
             if queue not in self._backlogged:
                 with self._read("looking for jobs") as conn:
-                    if conn.execute(_sql("has_available"), params).fetchone() is None:
+                    if conn.execute(sql("has_available"), params).fetchone() is None:
                         return [] if limits is None else LimitedClaim()
             if limits is not None:
                 return self._fetch_limited(params, limits)
             with self._write("claiming jobs") as conn:
-                rows = _rows(conn.execute(_sql("fetch"), params))
+                rows = dict_rows(conn.execute(sql("fetch"), params))
             if len(rows) == limit:
                 self._backlogged.add(queue)
             else:
@@ -352,12 +282,12 @@ class SQLiteEngine(SQLiteControl):
             for ack in acks
         ]
         with self._write("recording job outcomes") as conn:
-            return conn.executemany(_sql("ack"), params).rowcount
+            return conn.executemany(sql("ack"), params).rowcount
 
     def stage(self, limit: int) -> list[str]:
         """Make due jobs available; return the distinct queues touched."""
         with self._write("staging due jobs") as conn:
-            rows = conn.execute(_sql("stage"), {"now": time.time(), "limit": limit}).fetchall()
+            rows = conn.execute(sql("stage"), {"now": time.time(), "limit": limit}).fetchall()
         return sorted({row[0] for row in rows})
 
     def _rescued(self, rows: list[Any]) -> RescueCounts:
@@ -372,16 +302,16 @@ class SQLiteEngine(SQLiteControl):
         now = time.time()
         with self._write("rescuing orphaned jobs") as conn:
             rows = conn.execute(
-                _sql("rescue"), {"now": now, "cutoff": now - rescue_after}
+                sql("rescue"), {"now": now, "cutoff": now - rescue_after}
             ).fetchall()
-            conn.execute(_sql("delete_dead_producers"), {"cutoff": now - 10 * rescue_after})
+            conn.execute(sql("delete_dead_producers"), {"cutoff": now - 10 * rescue_after})
         return self._rescued(rows)
 
     def rescue_producer(self, producer: str) -> RescueCounts:
         """Return a stopping producer's unfinished jobs now."""
         with self._write("returning a stopping producer's jobs") as conn:
             rows = conn.execute(
-                _sql("rescue_producer"), {"now": time.time(), "producer": producer}
+                sql("rescue_producer"), {"now": time.time(), "producer": producer}
             ).fetchall()
         return self._rescued(rows)
 
@@ -389,7 +319,7 @@ class SQLiteEngine(SQLiteControl):
         """Delete a bounded batch of finished jobs."""
         with self._write("pruning finished jobs") as conn:
             return conn.execute(
-                _sql("prune"), {"cutoff": time.time() - older_than, "limit": limit}
+                sql("prune"), {"cutoff": time.time() - older_than, "limit": limit}
             ).rowcount
 
     def insert_cron(self, slots: Sequence[CronSlot]) -> list[Job]:
@@ -400,12 +330,12 @@ class SQLiteEngine(SQLiteControl):
     def prune_cron_slots(self, before: float) -> int:
         """Forget cron slots older than ``before`` (but each entry's latest)."""
         with self._write("pruning cron slots") as conn:
-            return conn.execute(_sql("prune_cron_slots"), {"before": before}).rowcount
+            return conn.execute(sql("prune_cron_slots"), {"before": before}).rowcount
 
     def cron_history(self, names: Sequence[str]) -> dict[str, float]:
         """The latest slot inserted per cron entry."""
         with self._read("reading cron slots") as conn:
-            rows = conn.execute(_sql("cron_history"), {"names": _json_list(names)}).fetchall()
+            rows = conn.execute(sql("cron_history"), {"names": json_list(names)}).fetchall()
         return {name: float(slot) for name, slot in rows}
 
     # -- liveness ----------------------------------------------------------------
@@ -419,89 +349,34 @@ class SQLiteEngine(SQLiteControl):
             "now": time.time(),
         }
         with self._write("registering a producer") as conn:
-            conn.execute(_sql("register_producer"), params)
+            conn.execute(sql("register_producer"), params)
 
     def heartbeat(self, producers: Sequence[str]) -> None:
         """Mark ``producers`` alive now."""
         with self._write("recording a heartbeat") as conn:
-            conn.execute(
-                _sql("heartbeat"), {"now": time.time(), "producers": _json_list(producers)}
-            )
+            conn.execute(sql("heartbeat"), {"now": time.time(), "producers": json_list(producers)})
 
     def unregister_producers(self, producers: Sequence[str]) -> None:
         """Forget ``producers``."""
         with self._write("unregistering producers") as conn:
-            conn.execute(_sql("unregister_producers"), {"producers": _json_list(producers)})
+            conn.execute(sql("unregister_producers"), {"producers": json_list(producers)})
 
     def acquire_leader(self, node: str, ttl: float) -> bool:
         """Take or renew the lease; True if ``node`` now leads."""
         now = time.time()
         with self._write("electing a leader") as conn:
             row = conn.execute(
-                _sql("acquire_leader"), {"node": node, "now": now, "expires_at": now + ttl}
+                sql("acquire_leader"), {"node": node, "now": now, "expires_at": now + ttl}
             ).fetchone()
         return row is not None and row[0] == node
 
     def release_leader(self, node: str) -> None:
         """Give the lease up if ``node`` holds it."""
         with self._write("releasing leadership") as conn:
-            conn.execute(_sql("release_leader"), {"node": node})
+            conn.execute(sql("release_leader"), {"node": node})
 
-    # -- inspection and control ----------------------------------------------------
-    def _one(self, name: str, params: dict[str, Any], doing: str, *, write: bool) -> Job | None:
-        context = self._write(doing) if write else self._read(doing)
-        with context as conn:
-            rows = _rows(conn.execute(_sql(name), params))
-        return job_from_row(rows[0]) if rows else None
-
-    def get_job(self, job_id: int) -> Job | None:
-        """The job with this id, or ``None``."""
-        return self._one("get_job", {"id": job_id}, "reading a job", write=False)
-
-    def list_jobs(
-        self,
-        *,
-        state: str | None = None,
-        queue: str | None = None,
-        worker: str | None = None,
-        limit: int = 50,
-    ) -> list[Job]:
-        """Jobs matching the filters, newest first."""
-        params = {"state": state, "queue": queue, "worker": worker, "limit": limit}
-        with self._read("listing jobs") as conn:
-            return [job_from_row(row) for row in _rows(conn.execute(_sql("list_jobs"), params))]
-
-    def retry_job(self, job_id: int) -> Job | None:
-        """Make a finished or retryable job available now."""
-        params = {"id": job_id, "now": time.time()}
-        return self._one("retry_job", params, "retrying a job", write=True)
-
-    def cancel_job(self, job_id: int) -> Job | None:
-        """Cancel a job that has not finished."""
-        params = {"id": job_id, "now": time.time()}
-        return self._one("cancel_job", params, "cancelling a job", write=True)
-
-    def delete_job(self, job_id: int) -> bool:
-        """Delete a job unless it is executing."""
-        with self._write("deleting a job") as conn:
-            return conn.execute(_sql("delete_job"), {"id": job_id}).rowcount > 0
-
-    def queue_counts(self) -> dict[str, dict[str, int]]:
-        """``{queue: {state: count}}``."""
-        counts: dict[str, dict[str, int]] = {}
-        with self._read("counting jobs") as conn:
-            for queue, state, n in conn.execute(_sql("queue_counts")).fetchall():
-                counts.setdefault(queue, {})[state] = n
-        return counts
-
-    def unknown_workers(self, queue: str, workers: Sequence[str]) -> list[str]:
-        """Names of available jobs' workers in ``queue`` that this node does not know."""
-        params = {"queue": queue, "workers": _json_list(workers)}
-        with self._read("looking for unknown workers") as conn:
-            return [row[0] for row in conn.execute(_sql("unknown_workers"), params).fetchall()]
-
-    def listen(self, wake_up: WakeUp) -> _DataVersionListener | None:
+    def listen(self, wake_up: WakeUp) -> DataVersionListener | None:
         """Wake producers when another connection commits (``PRAGMA data_version``)."""
         if self.path == ":memory:":
             return None
-        return _DataVersionListener(self._open, wake_up, self.listen_interval)
+        return DataVersionListener(self._open, wake_up, self.listen_interval)

@@ -20,25 +20,11 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from errands.engines.base import QueueState, job_from_row, load_sql
+from errands.engines.base import QueueState, job_from_row
+from errands.engines.sqlite_util import json_list, sql
 from errands.limits import MAX_KEYS, LimitedClaim, QueueLimits, claim_params
 
 __all__ = ["SQLiteControl"]
-
-_SQL: dict[str, str] = {}
-
-
-def _sql(name: str) -> str:
-    text = _SQL.get(name)
-    if text is None:
-        text = _SQL[name] = load_sql("sqlite", name)
-    return text
-
-
-def _json(values: Sequence[Any]) -> str:
-    return orjson.dumps(list(values)).decode()
 
 
 def _flag(value: Any) -> bool | None:
@@ -86,15 +72,15 @@ class SQLiteControl:
         per = None if limits.rate_limit is None else limits.rate_limit.per
         with self._read("looking for jobs within limits") as conn:
             _clock(claim, per)
-            if conn.execute(_sql("claimable"), claim).fetchone() is None:
+            if conn.execute(sql("claimable"), claim).fetchone() is None:
                 return LimitedClaim(blocked=True)
         with self._write("claiming jobs") as conn:
             _clock(claim, per)
-            cursor = conn.execute(_sql("fetch_limited"), claim)
+            cursor = conn.execute(sql("fetch_limited"), claim)
             names = [column[0] for column in cursor.description or ()]
             jobs = [job_from_row(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
             blocked = len(jobs) < params["limit"] and (
-                conn.execute(_sql("has_available"), params).fetchone() is not None
+                conn.execute(sql("has_available"), params).fetchone() is not None
             )
         jobs.sort(key=lambda job: (job.priority, job.scheduled_at, job.id))
         return LimitedClaim(jobs, blocked=blocked)
@@ -103,7 +89,7 @@ class SQLiteControl:
     def queue_states(self) -> list[QueueState]:
         """Every queue's stored instructions, by name."""
         with self._read("reading queue control") as conn:
-            return [_state(row) for row in conn.execute(_sql("queue_states")).fetchall()]
+            return [_state(row) for row in conn.execute(sql("queue_states")).fetchall()]
 
     def set_queue(
         self,
@@ -126,7 +112,7 @@ class SQLiteControl:
             "now": time.time(),
         }
         with self._write("changing queue control") as conn:
-            row = conn.execute(_sql("set_queue"), params).fetchone()
+            row = conn.execute(sql("set_queue"), params).fetchone()
         return _state(row)
 
     def notify_control(self) -> None:
@@ -137,25 +123,25 @@ class SQLiteControl:
         if not ids:
             return []
         with self._read("looking for cancelled jobs") as conn:
-            rows = conn.execute(_sql("cancelled_jobs"), {"ids": _json(ids)}).fetchall()
+            rows = conn.execute(sql("cancelled_jobs"), {"ids": json_list(ids)}).fetchall()
         return [row[0] for row in rows]
 
     # -- bulk changes ---------------------------------------------------------------
     def _bulk(self, name: str, doing: str, params: dict[str, Any]) -> int:
         with self._write(doing) as conn:
-            return max(conn.execute(_sql(name), params).rowcount, 0)
+            return max(conn.execute(sql(name), params).rowcount, 0)
 
     def retry_jobs(self, *, states: Sequence[str], queue: str | None, worker: str | None) -> int:
         """Make matching finished/retryable jobs available now; return how many."""
-        params = {"states": _json(states), "queue": queue, "worker": worker, "now": time.time()}
+        params = {"states": json_list(states), "queue": queue, "worker": worker, "now": time.time()}
         return self._bulk("retry_jobs", "retrying jobs", params)
 
     def cancel_jobs(self, *, states: Sequence[str], queue: str | None, worker: str | None) -> int:
         """Cancel matching unfinished jobs; return how many."""
-        params = {"states": _json(states), "queue": queue, "worker": worker, "now": time.time()}
+        params = {"states": json_list(states), "queue": queue, "worker": worker, "now": time.time()}
         return self._bulk("cancel_jobs", "cancelling jobs", params)
 
     def delete_jobs(self, *, states: Sequence[str], queue: str | None, worker: str | None) -> int:
         """Delete matching jobs that are not executing; return how many."""
-        params = {"states": _json(states), "queue": queue, "worker": worker}
+        params = {"states": json_list(states), "queue": queue, "worker": worker}
         return self._bulk("delete_jobs", "deleting jobs", params)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import orjson
 
-from errands.engines.base import CronSlot, job_from_row, load_sql
+from errands.engines.base import CronSlot, job_from_row
+from errands.engines.sqlite_util import dict_rows, sql
 from errands.job import Job, NewJob
 from errands.unique import conflict_params, insert_resolving
 
@@ -26,20 +26,6 @@ __all__ = ["insert_cron_on", "insert_unique_on"]
 
 #: Jobs per statement, as for plain inserts.
 CHUNK = 2_000
-
-_SQL: dict[str, str] = {}
-
-
-def _sql(name: str) -> str:
-    text = _SQL.get(name)
-    if text is None:
-        text = _SQL[name] = load_sql("sqlite", name)
-    return text
-
-
-def _rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
-    names = [column[0] for column in cursor.description or ()]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def _payload(jobs: Sequence[NewJob]) -> str:
@@ -72,9 +58,9 @@ def insert_unique_on(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: floa
     """
 
     def insert(batch: Sequence[NewJob]) -> dict[int, Job]:
-        base = int(conn.execute(_sql("id_high_water")).fetchone()[0])
+        base = int(conn.execute(sql("id_high_water")).fetchone()[0])
         params = {"jobs": _payload(batch), "now": now, "base": base}
-        rows = _rows(conn.execute(_sql("insert_unique"), params))
+        rows = dict_rows(conn.execute(sql("insert_unique"), params))
         return {row["id"] - base - 1: job_from_row(row) for row in rows}
 
     def existing(batch: Sequence[NewJob]) -> dict[str, Job]:
@@ -82,12 +68,12 @@ def insert_unique_on(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: floa
         params = {"conflicts": orjson.dumps(conflicts).decode(), "now": now}
         found = {
             row["unique_key"]: job_from_row(row)
-            for row in _rows(conn.execute(_sql("insert_unique_conflicts"), params))
+            for row in dict_rows(conn.execute(sql("insert_unique_conflicts"), params))
         }
         rest = [row["key"] for row in conflicts if row["key"] not in found]
         if rest:
             keys = {"keys": orjson.dumps(rest).decode()}
-            for row in _rows(conn.execute(_sql("insert_unique_existing"), keys)):
+            for row in dict_rows(conn.execute(sql("insert_unique_existing"), keys)):
                 found[row["unique_key"]] = job_from_row(row)
         return found
 
@@ -107,6 +93,6 @@ def insert_cron_on(
     new: list[NewJob] = []
     for slot in slots:
         params = {"name": slot.name, "slot": slot.at, "now": now}
-        if conn.execute(_sql("insert_cron_slot"), params).fetchone() is not None:
+        if conn.execute(sql("insert_cron_slot"), params).fetchone() is not None:
             new.append(slot.job)
     return insert_jobs(conn, new) if new else []
