@@ -37,14 +37,14 @@ from rich.markup import escape
 
 import errands
 from errands.app import App
+from errands.bench.run import bench_command
 from errands.cli_control import COMMANDS as CONTROL_COMMANDS
-from errands.cli_control import control_table
-from errands.cli_render import job_detail, job_to_dict, jobs_table, queues_table
+from errands.cli_read import READ_COMMANDS
+from errands.cli_render import out_console
 from errands.cli_worker import hard_exit, queue_list, run_worker, supervise
 from errands.config import mask_url, parse_database_url
 from errands.demo import MIN_JOBS, DemoTimings, run_demo
 from errands.errors import ErrandsError, UnknownWorkerError
-from errands.job import JobState
 
 __all__ = ["CliError", "cli", "load_app", "main"]
 
@@ -165,11 +165,6 @@ def _normal(url: str) -> str:
         return url
 
 
-def _out() -> Console:
-    # soft_wrap: one-line messages stay one line (copyable, greppable); tables still fit.
-    return Console(highlight=False, soft_wrap=True)
-
-
 def _err() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -279,7 +274,7 @@ def worker(
         )
         state.close()
         sys.exit(code)
-    run_worker(app, queues, concurrency=concurrency, grace=grace, console=_out())
+    run_worker(app, queues, concurrency=concurrency, grace=grace, console=out_console())
     state.close()
     hard_exit(0)
 
@@ -347,85 +342,10 @@ def enqueue(
     )
 
 
-# -- inspection -----------------------------------------------------------------------
-@cli.command()
-@click.option("--state", "job_state", type=click.Choice([s.value for s in JobState]))
-@click.option("--queue", help="Only this queue.")
-@click.option("--worker", "worker_name", metavar="WORKER", help="Only this worker name.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.pass_obj
-def jobs(
-    state: CliState,
-    job_state: str | None,
-    queue: str | None,
-    worker_name: str | None,
-    limit: int,
-    as_json: bool,
-) -> None:
-    """List jobs, newest first.
-
-    Example: errands jobs --state retryable --queue mail
-    """
-    found = state.open().list_jobs(state=job_state, queue=queue, worker=worker_name, limit=limit)
-    if as_json:
-        click.echo(json.dumps([job_to_dict(job) for job in found], indent=2, default=str))
-        return
-    console = _out()
-    if not found:
-        console.print("no jobs match")
-        return
-    console.print(jobs_table(found))
-    more = " (use --limit for more)" if len(found) == limit else ""
-    console.print(f"{len(found)} job(s){more}")
-
-
-def _existing(app: App, job_id: int) -> errands.Job:
-    job = app.get_job(job_id)
-    if job is None:
-        raise CliError(f"no job with id {job_id}")
-    return job
-
-
-@cli.command()
-@_job_id
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@click.pass_obj
-def job(state: CliState, job_id: int, as_json: bool) -> None:
-    """Show one job in full: args, result, and every error with its traceback.
-
-    Example: errands job 42
-    """
-    found = _existing(state.open(), job_id)
-    if as_json:
-        click.echo(json.dumps(job_to_dict(found), indent=2, default=str))
-    else:
-        _out().print(job_detail(found))
-
-
-# retry, cancel, delete (one job or many), pause, resume, scale: see errands.cli_control
-for _command in CONTROL_COMMANDS:
+# jobs, job, queues: see errands.cli_read; retry, cancel, delete (one job or many),
+# pause, resume, scale: see errands.cli_control
+for _command in (*READ_COMMANDS, *CONTROL_COMMANDS, bench_command):
     cli.add_command(_command)
-
-
-@cli.command()
-@click.pass_obj
-def queues(state: CliState) -> None:
-    """Job counts by queue and state (with --app: each queue's limit too), and the
-    pause/scale/start/stop instructions every node follows.
-
-    Example: errands queues
-    """
-    app = state.open()
-    limits = {name: c.limit for name, c in app.queues.items()} if state.app_spec else None
-    counts = app.queue_counts()
-    controls = app.queue_states()
-    if not counts and not limits:
-        _out().print("no jobs")
-    else:
-        _out().print(queues_table(counts, limits))
-    if controls:
-        _out().print(control_table(controls))
 
 
 @cli.command()
@@ -437,7 +357,7 @@ def migrate(state: CliState) -> None:
     """
     app = state.open(create=True)
     version = app.migrate()
-    _out().print(f"schema version {version} ({escape(app.database_url.masked)})")
+    out_console().print(f"schema version {version} ({escape(app.database_url.masked)})")
 
 
 @cli.command()

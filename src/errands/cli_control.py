@@ -23,34 +23,22 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from errands.bulk import BULK_STATES
+from errands.cli_render import existing_job, out_console
 from errands.engines.base import QueueState
 from errands.errors import ErrandsError
 
 if TYPE_CHECKING:
     from errands.app import App
     from errands.cli import CliState
-    from errands.job import Job
 
 __all__ = ["COMMANDS", "control_table"]
 
 
 _EXAMPLE_STATE = {"retry": "discarded", "cancel": "scheduled", "delete": "completed"}
-
-
-def _out() -> Console:
-    return Console(highlight=False, soft_wrap=True)
-
-
-def _existing(app: App, job_id: int) -> Job:
-    job = app.get_job(job_id)
-    if job is None:
-        raise ErrandsError(f"no job with id {job_id}")
-    return job
 
 
 def _filters(
@@ -96,17 +84,17 @@ def _bulk_command(command: str, summary: str, one: Callable[[App, int], str]) ->
     ) -> None:
         if not _filters(command, job_id, queue, worker_name, job_states):
             assert job_id is not None
-            _out().print(one(state.open(), job_id))
+            out_console().print(one(state.open(), job_id))
             return
         bulk = getattr(state.open(), f"{command}_jobs")
         count = bulk(queue=queue, worker=worker_name, state=list(job_states) or None)
-        _out().print(f"{done} {count} job(s)")
+        out_console().print(f"{done} {count} job(s)")
 
     return run
 
 
 def _retry_one(app: App, job_id: int) -> str:
-    before = _existing(app, job_id)
+    before = existing_job(app, job_id)
     after = app.retry_job(job_id)
     if after is None:
         raise ErrandsError(f"job {job_id} cannot be retried (state {before.state})")
@@ -114,14 +102,14 @@ def _retry_one(app: App, job_id: int) -> str:
 
 
 def _cancel_one(app: App, job_id: int) -> str:
-    before = _existing(app, job_id)
+    before = existing_job(app, job_id)
     if app.cancel_job(job_id) is None:
         raise ErrandsError(f"job {job_id} cannot be cancelled (state {before.state})")
     return f"job {job_id} cancelled (was {before.state})"
 
 
 def _delete_one(app: App, job_id: int) -> str:
-    before = _existing(app, job_id)
+    before = existing_job(app, job_id)
     if not app.delete_job(job_id):
         raise ErrandsError(f"job {job_id} cannot be deleted (state {before.state})")
     return f"job {job_id} deleted (was {before.state})"
@@ -156,7 +144,7 @@ def pause(state: CliState, queue: str) -> None:
     Example: errands pause mail
     """
     state.open().pause_queue(queue)
-    _out().print(f"queue {escape(queue)} paused on every node")
+    out_console().print(f"queue {escape(queue)} paused on every node")
 
 
 @click.command()
@@ -165,7 +153,7 @@ def pause(state: CliState, queue: str) -> None:
 def resume(state: CliState, queue: str) -> None:
     """Claim jobs of QUEUE again on every node. Example: errands resume mail"""
     state.open().resume_queue(queue)
-    _out().print(f"queue {escape(queue)} resumed on every node")
+    out_console().print(f"queue {escape(queue)} resumed on every node")
 
 
 @click.command()
@@ -182,9 +170,11 @@ def scale(state: CliState, queue: str, limit: int | None, reset: bool) -> None:
         raise click.UsageError("errands scale takes a limit N or --reset (one of them)")
     state.open().scale_queue(queue, limit)
     if limit is None:
-        _out().print(f"queue {escape(queue)} back to each node's configured limit")
+        out_console().print(f"queue {escape(queue)} back to each node's configured limit")
     else:
-        _out().print(f"queue {escape(queue)} runs up to {limit} job(s) at once on every node")
+        out_console().print(
+            f"queue {escape(queue)} runs up to {limit} job(s) at once on every node"
+        )
 
 
 def _yes_no(value: bool | None, yes: str, no: str) -> str:

@@ -14,22 +14,28 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.json import JSON
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from errands.errors import ErrandsError
 from errands.job import Job, JobState
+
+if TYPE_CHECKING:
+    from errands.app import App
 
 __all__ = [
     "STATES",
     "ago",
+    "existing_job",
     "job_detail",
     "job_to_dict",
     "jobs_table",
+    "out_console",
     "queues_table",
     "short_error",
     "state_text",
@@ -237,3 +243,16 @@ def queues_table(
         cells.append(str(sum(row.values())))
         table.add_row(*cells)
     return table
+
+
+def out_console() -> Console:
+    """The console for command output: one-line messages stay one line (greppable)."""
+    return Console(highlight=False, soft_wrap=True)
+
+
+def existing_job(app: App, job_id: int) -> Job:
+    """The job with this id, or an :class:`~errands.errors.ErrandsError` saying there is none."""
+    job = app.get_job(job_id)
+    if job is None:
+        raise ErrandsError(f"no job with id {job_id}")
+    return job
