@@ -31,9 +31,9 @@ from errands.config import QUEUE_NAME, QueueConfig, Settings, parse_database_url
 from errands.control import QueueControl
 from errands.cron import CronEntry, add_entry, parse_entries, parse_schedule
 from errands.engines import Engine, create_engine
-from errands.engines.base import CONTROL_WAKE
 from errands.errors import ConfigError, InvalidJobError
-from errands.job import DEFAULT_MAX_ATTEMPTS, LAST_TIME, Job, JobOptions, JobState, NewJob
+from errands.job import DEFAULT_MAX_ATTEMPTS, LAST_TIME, Job, JobOptions, NewJob
+from errands.jobs_api import JobAccess
 from errands.runtime.drain import drain as run_drain
 from errands.runtime.node import Node
 from errands.runtime.process_child import check_import_path
@@ -57,14 +57,7 @@ def _job_options(options: JobOptions | None, extra: Mapping[str, Any]) -> JobOpt
     return given if options is None else options.merged(given)
 
 
-def _possible_id(job_id: Any) -> bool:
-    """False for ids no row can have (both engines use signed 64-bit ids)."""
-    if isinstance(job_id, bool) or not isinstance(job_id, int):
-        raise InvalidJobError(f"job id must be an int, got {job_id!r}")
-    return 1 <= job_id < 2**63
-
-
-class App(QueueControl, BulkJobs):
+class App(JobAccess, QueueControl, BulkJobs):
     """One errands application: a database, queues, and registered workers.
 
     Args:
@@ -344,69 +337,6 @@ class App(QueueControl, BulkJobs):
         if conn is not None:
             return self.enqueue_many(jobs, conn=conn)
         return await asyncio.to_thread(self.enqueue_many, list(jobs))
-
-    # -- inspection and control -------------------------------------------------------
-    def get_job(self, job_id: int) -> Job | None:
-        """The job with this id, or ``None``."""
-        if not _possible_id(job_id):
-            return None
-        self.ensure_schema()
-        return self.engine.get_job(job_id)
-
-    def list_jobs(
-        self,
-        *,
-        state: str | None = None,
-        queue: str | None = None,
-        worker: str | None = None,
-        limit: int = 50,
-    ) -> list[Job]:
-        """Jobs matching the filters, newest first: ``app.list_jobs(state="retryable")``."""
-        if state is not None:
-            try:
-                JobState(state)
-            except ValueError:
-                known = ", ".join(s.value for s in JobState)
-                raise InvalidJobError(f"state must be one of {known}, got {state!r}") from None
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidJobError(f"limit must be an int >= 1, got {limit!r}")
-        self.ensure_schema()
-        return self.engine.list_jobs(state=state, queue=queue, worker=worker, limit=limit)
-
-    def retry_job(self, job_id: int) -> Job | None:
-        """Run a retryable or finished job again now; ``None`` if it cannot be retried."""
-        if not _possible_id(job_id):
-            return None
-        self.ensure_schema()
-        job = self.engine.retry_job(job_id)
-        if job is not None and self._node is not None:
-            self._node.wake(job.queue)
-        return job
-
-    def cancel_job(self, job_id: int) -> Job | None:
-        """Cancel a job that has not finished; ``None`` if it already had."""
-        if not _possible_id(job_id):
-            return None
-        self.ensure_schema()
-        job = self.engine.cancel_job(job_id)
-        if job is not None and job.attempted_by is not None:
-            # It may be executing somewhere: its node's queue watch stops it.
-            self.engine.notify_control()
-            if self._node is not None:
-                self._node.wake(CONTROL_WAKE)
-        return job
-
-    def delete_job(self, job_id: int) -> bool:
-        """Delete a job that is not executing; True if it was deleted."""
-        if not _possible_id(job_id):
-            return False
-        self.ensure_schema()
-        return self.engine.delete_job(job_id)
-
-    def queue_counts(self) -> dict[str, dict[str, int]]:
-        """Job counts by queue and state: ``{"mail": {"available": 3, ...}}``."""
-        self.ensure_schema()
-        return self.engine.queue_counts()
 
     # -- running ----------------------------------------------------------------------
     @property
