@@ -11,7 +11,7 @@ Example::
         return f"hello {name}"
 
     greet.enqueue(name="Ada")
-    app.drain()  # or app.run() / errands worker --app mymodule:app
+    app.drain()  # or app.run() / errands --app mymodule:app worker
 """
 
 from errands import backoff

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
 
@@ -37,6 +39,23 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _current_job: contextvars.ContextVar[Job] = contextvars.ContextVar("errands_current_job")
+
+
+def module_name(module: str) -> str:
+    """The importable name of ``module``: for ``__main__``, the name a worker would import.
+
+    ``python tasks.py`` runs ``tasks`` as ``__main__``; a worker started with
+    ``--app tasks:app`` imports it as ``tasks``. Both must give a job the same
+    worker name, or the worker would never find the jobs the script enqueued.
+    """
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return str(spec.name).removesuffix(".__main__")
+    path = getattr(main, "__file__", None)
+    return os.path.splitext(os.path.basename(path))[0] if path else module
 
 
 def current_job() -> Job:
@@ -95,7 +114,7 @@ class Worker:
         super().__init_subclass__(**kwargs)
         if name is not None and (not isinstance(name, str) or not name):
             raise InvalidJobError(f"worker name must be a non-empty string, got {name!r}")
-        cls.name = name or f"{cls.__module__}.{cls.__qualname__}"
+        cls.name = name or f"{module_name(cls.__module__)}.{cls.__qualname__}"
         own = JobOptions(
             queue=queue,
             priority=priority,
@@ -189,7 +208,7 @@ class Registry:
 def function_worker(fn: Callable[..., Any], name: str | None, options: JobOptions) -> type[Worker]:
     """A :class:`Worker` subclass that calls ``fn(**job.args)``."""
     signature = inspect.signature(fn)
-    worker_name = name or f"{fn.__module__}.{fn.__qualname__}"
+    worker_name = name or f"{module_name(fn.__module__)}.{fn.__qualname__}"
 
     def check_args(cls: type[Worker], args: dict[str, Any]) -> None:
         try:
