@@ -194,8 +194,10 @@ class JobOptions:
     replace: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.unique is not None and self.unique is not False and not isinstance(
-            self.unique, Unique
+        if (
+            self.unique is not None
+            and self.unique is not False
+            and not isinstance(self.unique, Unique)
         ):
             raise InvalidJobError(
                 f"unique must be an errands.Unique(...) or False, got {self.unique!r}"
