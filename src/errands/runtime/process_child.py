@@ -43,7 +43,7 @@ from errands.engines.base import Ack
 from errands.errors import ConfigError, UnknownWorkerError
 from errands.job import Job, JobState
 from errands.runtime.executor import classify
-from errands.worker import Worker, _current_job
+from errands.worker import Worker, _current_job, module_name
 
 if TYPE_CHECKING:
     from errands.app import App
@@ -123,17 +123,18 @@ def resolve_import_path(app: App, queues: Iterable[str] = ()) -> str:
         return app.import_path
     for worker in app.registry:
         module = sys.modules.get(worker.__module__)
-        if module is None or worker.__module__ == "__main__":
+        name = module_name(worker.__module__)  # python tasks.py: "tasks", not "__main__"
+        if module is None or name == "__main__":
             continue
         for attr, value in list(vars(module).items()):
             if value is app:
-                return f"{worker.__module__}:{attr}"
+                return f"{name}:{attr}"
     names = ", ".join(repr(q) for q in queues) or "a queue"
     raise ConfigError(
         f"queue {names} has executor='process', but errands cannot tell how a child process "
         "should import this app: pass errands.App(..., import_path='module:attr'), run "
         "'errands --app module:attr worker', or keep the app as a module-level global of the "
-        "module that defines its workers (a script's __main__ cannot be imported by a child)"
+        "module that defines its workers (code run by python -c or a REPL cannot be imported)"
     )
 
 
