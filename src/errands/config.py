@@ -78,6 +78,8 @@ def parse_database_url(url: str | None) -> DatabaseURL:
         url = os.environ.get("ERRANDS_DATABASE_URL") or DEFAULT_DATABASE_URL
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(f"database URL must be a non-empty string, got {url!r}")
+    if "\x00" in url:
+        raise ConfigError(f"database URL {mask_url(url)!r:.200} contains a NUL character")
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep:
@@ -99,6 +101,13 @@ def parse_database_url(url: str | None) -> DatabaseURL:
             parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError as exc:
             raise ConfigError(f"database URL {mask_url(url)!r} is malformed: {exc}") from None
+        if parts.hostname and not parts.hostname.startswith("/"):
+            try:
+                parts.hostname.encode("idna")  # label lengths, characters
+            except UnicodeError as exc:
+                raise ConfigError(
+                    f"database URL {mask_url(url)!r:.200} has an invalid host name: {exc}"
+                ) from None
         if not parts.hostname and "host=" not in parts.query:
             raise ConfigError(
                 f"database URL {mask_url(url)!r} names no host: expected postgresql://user@host/dbname"

@@ -190,9 +190,9 @@ def parse_schedule(expression: Any, timezone: Any = "UTC", *, where: str = "cron
         )
     try:
         zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
         raise ConfigError(
-            f"{where}: unknown timezone {timezone!r} (use an IANA name like 'Europe/Paris')"
+            f"{where}: unknown timezone {timezone!r:.80} (use an IANA name like 'Europe/Paris')"
         ) from None
     try:
         parsed = croniter(text, datetime(2000, 1, 1))

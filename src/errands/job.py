@@ -10,7 +10,7 @@ Example::
     @app.job()
     def charge(order_id: int) -> None:
         if not ready(order_id):
-            raise errands.Snooze(30)   # try again in 30 s, attempt given back
+            raise errands.Snooze(30)   # try again in 30 s; no attempt spent
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ FINISHED_STATES = (JobState.COMPLETED, JobState.CANCELLED, JobState.DISCARDED)
 
 
 class Snooze(Exception):  # noqa: N818 - an outcome, not an error
-    """Put the job back to ``scheduled`` for ``seconds``, giving the attempt back.
+    """Put the job back to ``scheduled`` for ``seconds`` without spending an attempt.
+
+    The attempt counter still grows (it fences acks); ``max_attempts`` grows with it.
 
     Example: ``raise errands.Snooze(60)``
     """

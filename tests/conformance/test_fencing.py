@@ -160,7 +160,8 @@ def test_ack_outcomes_through_the_engine(app: errands.App) -> None:
     assert (retry.state, retry.attempt, retry.errors) == (JobState.RETRYABLE, 1, [error])
     assert retry.scheduled_at == pytest.approx(due, abs=0.01)
     assert retry.finished_at is None
-    assert (snooze.state, snooze.attempt, snooze.errors) == (JobState.SCHEDULED, 0, [])
+    assert (snooze.state, snooze.attempt, snooze.errors) == (JobState.SCHEDULED, 1, [])
+    assert snooze.max_attempts == jobs[1].max_attempts + 1
     assert snooze.scheduled_at == pytest.approx(due, abs=0.01)
     assert (cancel.state, cancel.errors) == (JobState.CANCELLED, [error])
     assert cancel.finished_at is not None

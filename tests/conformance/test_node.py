@@ -440,7 +440,11 @@ def test_graceful_stop_waits_for_a_short_running_job(
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_job_longer_than_grace_is_handed_back(
-    make_app: Callable[..., errands.App], arun: Callable[..., Any], until: Until, kind: str
+    make_app: Callable[..., errands.App],
+    arun: Callable[..., Any],
+    until: Until,
+    wait: Callable[..., None],
+    kind: str,
 ) -> None:
     app = make_app(grace_period=0.3)
     started = threading.Event()
@@ -480,6 +484,15 @@ def test_job_longer_than_grace_is_handed_back(
     finally:
         release.set()
     assert stop_took < 2.0, "stop must not wait past the grace period"
+    if kind == "sync":
+        # A thread cannot be stopped: handing the job back while its body may
+        # still run would risk two runs at once. It stays executing until the
+        # lifeline finds the stopped node's heartbeat old enough.
+        stuck = app.get_job(job_id)
+        assert stuck is not None and stuck.state == JobState.EXECUTING
+        release.set()
+        rescue_after = app.settings.rescue_after
+        wait(lambda: app.engine.rescue(rescue_after).total == 1, rescue_after + 5)
     job = app.get_job(job_id)
     assert job is not None
     assert job.state == JobState.AVAILABLE, "an unfinished job must be handed back, not lost"

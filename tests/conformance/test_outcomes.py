@@ -221,7 +221,7 @@ def test_a_bad_backoff_value_still_gives_a_sane_due_time(app: errands.App, bad: 
     assert _job(app, other.id).result == "fine"
 
 
-def test_snooze_reschedules_and_gives_the_attempt_back(app: errands.App) -> None:
+def test_snooze_reschedules_without_spending_an_attempt(app: errands.App) -> None:
     attempts: list[int] = []
 
     @app.job(max_attempts=1)
@@ -237,7 +237,8 @@ def test_snooze_reschedules_and_gives_the_attempt_back(app: errands.App) -> None
     assert app.drain() == {"scheduled": 1}
     snoozed = _job(app, job.id)
     assert snoozed.state == JobState.SCHEDULED
-    assert snoozed.attempt == 0
+    # attempt still counts claims (it fences acks); one more attempt is allowed
+    assert (snoozed.attempt, snoozed.max_attempts) == (1, 2)
     assert snoozed.errors == []
     assert before + 0.1 <= snoozed.scheduled_at <= time.time() + 0.3
 
@@ -246,8 +247,8 @@ def test_snooze_reschedules_and_gives_the_attempt_back(app: errands.App) -> None
     # max_attempts=1 and yet it runs again: the snooze spent no attempt
     assert app.drain(with_scheduled=True) == {"completed": 1}
     done = _job(app, job.id)
-    assert done.state == JobState.COMPLETED and done.attempt == 1 and done.result == "done"
-    assert attempts == [1, 1]
+    assert done.state == JobState.COMPLETED and done.attempt == 2 and done.result == "done"
+    assert attempts == [1, 2]
 
 
 def test_long_snooze(app: errands.App) -> None:

@@ -86,7 +86,7 @@ def test_demo_command_on_a_fresh_database(tmp_path: Path) -> None:
     assert [e["type"] for e in doomed.errors] == ["ValueError", "ValueError"]
 
     (snoozy,) = _by_worker(jobs, "demo.Snoozy")
-    assert (snoozy.state, snoozy.attempt, snoozy.result) == ("completed", 1, {"snoozes": 1})
+    assert (snoozy.state, snoozy.attempt, snoozy.result) == ("completed", 2, {"snoozes": 1})
     assert snoozy.attempted_at is not None
     assert snoozy.attempted_at - snoozy.inserted_at >= 2.0 - 0.05
 

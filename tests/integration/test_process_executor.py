@@ -428,7 +428,8 @@ def test_outcomes_are_classified_like_the_thread_executor(
     assert {kind: job.state for kind, job in outcome.items()} == expected
     assert outcome["value"].result["pid"] != os.getpid()
     assert outcome["value"].result["data"] == [1, 2.5, None, "\u00e9"]
-    assert outcome["snooze"].attempt == 0, "a snooze gives the attempt back"
+    snoozed = outcome["snooze"]
+    assert (snoozed.attempt, snoozed.max_attempts) == (1, 21), "a snooze spends no attempt"
     boom = outcome["boom"].errors[0]
     assert (boom["type"], boom["message"]) == ("ValueError", "boom from the child")
     assert 'raise ValueError("boom from the child")' in boom["traceback"]

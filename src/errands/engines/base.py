@@ -16,6 +16,8 @@ Example (what a new engine must pass)::
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -25,6 +27,8 @@ from errands import codec
 from errands.job import Job, JobState, NewJob
 from errands.limits import QueueLimits
 
+log = logging.getLogger("errands.engines")
+
 __all__ = [
     "CONTROL_WAKE",
     "Ack",
@@ -33,6 +37,7 @@ __all__ = [
     "ProducerInfo",
     "QueueState",
     "RescueCounts",
+    "claimed_jobs",
     "job_from_row",
     "load_sql",
 ]
@@ -54,7 +59,8 @@ class Ack:
     error: Mapping[str, Any] | None = None
     #: Due time for ``retryable`` and snoozed (``scheduled``) outcomes.
     scheduled_at: float | None = None
-    #: A snooze gives the attempt back.
+    #: A snooze spends no attempt: it allows one more (``max_attempts + 1``), so that
+    #: ``attempt`` still grows with every claim and an old ack can never match a new one.
     snoozed: bool = False
 
 
@@ -299,3 +305,62 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         finished_at=row["finished_at"],
         attempted_by=row["attempted_by"],
     )
+
+
+def _check_runnable(job: Job) -> None:
+    """Raise ValueError for a stored job the runtime cannot run as it is."""
+    if not isinstance(job.args, dict):
+        raise ValueError(f"args is {type(job.args).__name__}, not a JSON object")
+    if not isinstance(job.meta, dict):
+        raise ValueError(f"meta is {type(job.meta).__name__}, not a JSON object")
+    if not isinstance(job.errors, list) or not isinstance(job.tags, list):
+        raise ValueError("errors and tags must be JSON arrays")
+    for name in ("inserted_at", "scheduled_at", "attempted_at"):
+        value = getattr(job, name)
+        if value is not None and not isinstance(value, (int, float)):
+            raise ValueError(f"{name} is {value!r}, not a time")
+    if job.attempt > job.max_attempts:
+        raise ValueError(f"attempt {job.attempt} is past max_attempts {job.max_attempts}")
+
+
+def claimed_jobs(
+    rows: Sequence[Mapping[str, Any]],
+    producer: str,
+    convert: Callable[[Any], Job] = job_from_row,
+) -> tuple[list[Job], list[Ack]]:
+    """Decode claimed rows: the jobs to run, and discards for rows that cannot run.
+
+    A row written by hand (bad JSON numbers, text in a time column, spent
+    attempts) must not strand the rest of its batch in ``executing``: it is
+    discarded with an ``errands.MalformedJob`` error, through the same fenced
+    ack as any outcome, and the others run. Jobs come back in claim order.
+    """
+    jobs: list[Job] = []
+    rejects: list[Ack] = []
+    for row in rows:
+        try:
+            job = convert(row)
+            _check_runnable(job)
+        except Exception as exc:
+            message = f"the stored job cannot be run: {exc}"
+            log.error("job %s discarded: %s", row["id"], message)
+            attempt = int(row["attempt"])
+            rejects.append(
+                Ack(
+                    id=int(row["id"]),
+                    attempt=attempt,
+                    producer=producer,
+                    state=JobState.DISCARDED,
+                    error={
+                        "type": "errands.MalformedJob",
+                        "message": message[:2000],
+                        "traceback": None,
+                        "at": time.time(),
+                        "attempt": attempt,
+                    },
+                )
+            )
+            continue
+        jobs.append(job)
+    jobs.sort(key=lambda job: (job.priority, job.scheduled_at, job.id))
+    return jobs, rejects

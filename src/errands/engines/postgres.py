@@ -37,6 +37,7 @@ from errands.engines.base import (
     ProducerInfo,
     RescueCounts,
     WakeUp,
+    claimed_jobs,
     load_sql,
 )
 from errands.engines.migrations import latest_version, migrations
@@ -275,8 +276,9 @@ class PostgresEngine(PgControl, PgInspect):
             rows = self._all("fetch", params, "claiming jobs")
         else:
             rows, blocked = self._claim_limited(params, limits)
-        jobs = [_job(row) for row in rows]
-        jobs.sort(key=lambda job: (job.priority, job.scheduled_at, job.id))
+        jobs, rejects = claimed_jobs(rows, producer, _job)
+        if rejects:
+            self.ack(rejects)
         return jobs if limits is None else LimitedClaim(jobs, blocked=blocked)
 
     def ack(self, acks: Sequence[Ack]) -> int:

@@ -32,6 +32,7 @@ from errands.engines.base import (
     ProducerInfo,
     RescueCounts,
     WakeUp,
+    claimed_jobs,
     job_from_row,
 )
 from errands.engines.migrations import latest_version, migrations
@@ -53,6 +54,8 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
     """Jobs in a SQLite file. Thread-safe; one writer connection per process."""
 
     dialect = "sqlite"
+    #: Producers hand pending acks to their next claim (see :meth:`ack_fetch`).
+    piggyback_acks = True
     default_poll_interval = 0.5
 
     def __init__(
@@ -258,16 +261,14 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
                 self._backlogged.add(queue)
             else:
                 self._backlogged.discard(queue)
-        jobs = [job_from_row(row) for row in rows]
-        jobs.sort(key=lambda job: (job.priority, job.scheduled_at, job.id))
+        jobs, rejects = claimed_jobs(rows, producer)
+        if rejects:
+            self.ack(rejects)
         return jobs
 
-    def ack(self, acks: Sequence[Ack]) -> int:
-        """Apply outcomes in one transaction; stale acks match no row."""
-        if not acks:
-            return 0
+    def _ack_params(self, acks: Sequence[Ack]) -> list[dict[str, Any]]:
         now = time.time()
-        params = [
+        return [
             {
                 "id": ack.id,
                 "attempt": ack.attempt,
@@ -281,8 +282,39 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
             }
             for ack in acks
         ]
+
+    def ack(self, acks: Sequence[Ack]) -> int:
+        """Apply outcomes in one transaction; stale acks match no row."""
+        if not acks:
+            return 0
+        params = self._ack_params(acks)
         with self._write("recording job outcomes") as conn:
             return conn.executemany(sql("ack"), params).rowcount
+
+    def ack_fetch(
+        self, acks: Sequence[Ack], queue: str, limit: int, producer: str, workers: Sequence[str]
+    ) -> tuple[int, list[Job]]:
+        """Apply ``acks`` and claim up to ``limit`` jobs in ONE write transaction.
+
+        SQLite has one writer: a claim and a batch of acks in separate
+        transactions wait for each other, so a producer hands its pending
+        acks to its next claim. Returns (acks applied, jobs claimed).
+        """
+        ack_params = self._ack_params(acks)
+        params = {
+            "queue": queue,
+            "limit": limit,
+            "producer": producer,
+            "workers": json_list(workers),
+            "now": time.time(),
+        }
+        with self._write("recording outcomes and claiming jobs") as conn:
+            applied = conn.executemany(sql("ack"), ack_params).rowcount if acks else 0
+            rows = dict_rows(conn.execute(sql("fetch"), params))
+        jobs, rejects = claimed_jobs(rows, producer)
+        if rejects:
+            self.ack(rejects)
+        return applied, jobs
 
     def stage(self, limit: int) -> list[str]:
         """Make due jobs available; return the distinct queues touched."""

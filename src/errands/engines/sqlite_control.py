@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from errands.engines.base import QueueState, job_from_row
+from errands.engines.base import Ack, QueueState, claimed_jobs
 from errands.engines.sqlite_util import json_list, sql
 from errands.limits import MAX_KEYS, LimitedClaim, QueueLimits, claim_params
 
@@ -54,6 +54,8 @@ class SQLiteControl:
 
         def _write(self, doing: str) -> AbstractContextManager[sqlite3.Connection]: ...
 
+        def ack(self, acks: Sequence[Ack]) -> int: ...
+
     def _fetch_limited(self, params: dict[str, Any], limits: QueueLimits) -> LimitedClaim:
         """Claim within the queue's global/rate limits (jobs are known to be available).
 
@@ -78,11 +80,13 @@ class SQLiteControl:
             _clock(claim, per)
             cursor = conn.execute(sql("fetch_limited"), claim)
             names = [column[0] for column in cursor.description or ()]
-            jobs = [job_from_row(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
-            blocked = len(jobs) < params["limit"] and (
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            blocked = len(rows) < params["limit"] and (
                 conn.execute(sql("has_available"), params).fetchone() is not None
             )
-        jobs.sort(key=lambda job: (job.priority, job.scheduled_at, job.id))
+        jobs, rejects = claimed_jobs(rows, params["producer"])
+        if rejects:
+            self.ack(rejects)
         return LimitedClaim(jobs, blocked=blocked)
 
     # -- queue control ------------------------------------------------------------

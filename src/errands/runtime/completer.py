@@ -60,6 +60,26 @@ class Completer:
         if len(self.pending) >= self.batch_size or len(self.pending) == 1:
             self._wake.set()
 
+    def take(self) -> list[Ack]:
+        """Hand every pending ack to the caller (a claim that records them itself)."""
+        taken, self.pending = self.pending, []
+        return taken
+
+    def settle(self, acks: list[Ack], applied: int | None) -> None:
+        """Account for acks given out by :meth:`take`; ``None`` puts them back to retry."""
+        if applied is None:
+            self.pending[:0] = acks
+            if acks:
+                self._wake.set()
+            return
+        self.applied += applied
+        if applied < len(acks):
+            self.stale += len(acks) - applied
+            log.info(
+                "%d stale ack(s) changed nothing (jobs rescued or cancelled meanwhile)",
+                len(acks) - applied,
+            )
+
     async def start(self) -> None:
         """Start flushing in the background."""
         if self._task is None:

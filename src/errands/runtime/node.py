@@ -210,20 +210,35 @@ class Node:
                 exc,
             )
         ids = [p.id for p in self.producers.values()]
+        # A sync body still running in a thread cannot be stopped: handing its job
+        # back now would let another node run it while it still runs here. Leave
+        # such jobs executing; once this process stops heart-beating, the
+        # lifeline rescues them (rescue_after), like after a crash.
+        busy = self.threads.busy
         try:
-            for producer_id in ids:
-                await self.call_db(self.engine.rescue_producer, producer_id)
+            if not busy:
+                for producer_id in ids:
+                    await self.call_db(self.engine.rescue_producer, producer_id)
         except Exception as exc:
             log.error("could not hand jobs back at shutdown; they will be rescued: %s", exc)
         finally:
             # Never leave a heartbeat running for producers that are gone: their
             # jobs could then never be rescued.
             await self.call_db(self.heartbeat.stop)
-        try:
-            await self.call_db(self.engine.unregister_producers, ids)
-        except Exception as exc:
-            log.warning("could not unregister producers at shutdown: %s", exc)
-        if unfinished:
+        if not busy:
+            try:
+                await self.call_db(self.engine.unregister_producers, ids)
+            except Exception as exc:
+                log.warning("could not unregister producers at shutdown: %s", exc)
+        if busy:
+            log.warning(
+                "%d sync job(s) still running in threads after the %gs grace period; their jobs "
+                "stay executing and are rescued %gs after this process stops heart-beating",
+                busy,
+                grace,
+                self.settings.rescue_after,
+            )
+        elif unfinished:
             log.warning(
                 "%d job(s) did not finish within the %gs grace period; handed back",
                 unfinished,

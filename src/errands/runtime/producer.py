@@ -19,10 +19,11 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from errands.config import QueueConfig
-from errands.engines.base import ProducerInfo
+from errands.engines.base import Ack, ProducerInfo
 from errands.job import Job
 from errands.limits import LimitedClaim
 from errands.runtime.executor import execute
@@ -36,6 +37,9 @@ __all__ = ["Producer"]
 log = logging.getLogger("errands.producer")
 
 _UNKNOWN_CHECK_EVERY = 30.0
+
+#: ``engine.ack_fetch``, on engines whose single writer makes it pay (SQLite).
+AckFetch = Callable[[Sequence[Ack], str, int, str, Sequence[str]], tuple[int, list[Job]]]
 
 
 class Producer:
@@ -92,14 +96,7 @@ class Producer:
             if self.paused or self.demand == 0 or self._blocked_until > time.monotonic():
                 continue
             try:
-                jobs = await self.node.call_db(
-                    self.node.engine.fetch,
-                    self.queue,
-                    self.demand,
-                    self.id,
-                    self.node.worker_names,
-                    self.limits,
-                )
+                jobs = await self._claim()
                 backoff = 0.1
             except Exception as exc:
                 log.warning(
@@ -122,6 +119,28 @@ class Producer:
             self.fetched += len(jobs)
             if not jobs:
                 await self._check_unknown_workers()
+
+    async def _claim(self) -> list[Job] | LimitedClaim:
+        node = self.node
+        engine = node.engine
+        ack_fetch: AckFetch | None = getattr(engine, "ack_fetch", None)
+        if self.limits is None and ack_fetch is not None:
+            # One writer (SQLite): the pending acks ride along in the claim's
+            # transaction instead of queueing for the lock in one of their own.
+            acks = node.completer.take()
+            try:
+                applied, jobs = await node.call_db(
+                    ack_fetch, acks, self.queue, self.demand, self.id, node.worker_names
+                )
+            except BaseException:
+                node.completer.settle(acks, None)
+                raise
+            node.completer.settle(acks, applied)
+            return jobs
+        claimed: list[Job] | LimitedClaim = await node.call_db(
+            engine.fetch, self.queue, self.demand, self.id, node.worker_names, self.limits
+        )
+        return claimed
 
     async def _run(self, job: Job) -> None:
         worker_cls = self.node.registry.get(job.worker)

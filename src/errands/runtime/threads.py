@@ -71,6 +71,12 @@ class JobThreads(Executor):
                 self._idle += 1
 
     @property
+    def busy(self) -> int:
+        """Threads running a body right now (or about to pick one up)."""
+        with self._lock:
+            return len(self._threads) - self._idle
+
+    @property
     def size(self) -> int:
         """Threads started so far."""
         return len(self._threads)

@@ -6,7 +6,7 @@ SET state = a.state,
     errors = CASE WHEN a.error IS NULL THEN j.errors
                   ELSE j.errors || jsonb_build_array(a.error::jsonb) END,
     scheduled_at = coalesce(to_timestamp(a.scheduled_at), j.scheduled_at),
-    attempt = j.attempt - CASE WHEN a.snoozed THEN 1 ELSE 0 END,
+    max_attempts = j.max_attempts + CASE WHEN a.snoozed THEN 1 ELSE 0 END,
     finished_at = CASE WHEN a.state IN ('completed', 'cancelled', 'discarded') THEN now() END
 FROM unnest(%(id)s::bigint[], %(attempt)s::integer[], %(producer)s::text[], %(state)s::text[],
             %(result)s::text[], %(error)s::text[], %(scheduled_at)s::float8[],

@@ -4,6 +4,7 @@
 WITH picked AS MATERIALIZED (
     SELECT id FROM {schema}.errands_jobs
     WHERE state = 'available'
+      AND attempt < max_attempts  -- a spent row (written by hand) is never claimed
       AND queue = %(queue)s
       AND worker = ANY(%(workers)s::text[])
     ORDER BY priority, scheduled_at, id

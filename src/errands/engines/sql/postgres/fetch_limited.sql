@@ -69,6 +69,7 @@ candidates AS MATERIALIZED (
                    ELSE '' END AS pkey
         FROM {schema}.errands_jobs AS j
         WHERE j.state = 'available'
+          AND j.attempt < j.max_attempts
           AND j.queue = %(queue)s
           AND j.worker = ANY(%(workers)s::text[])
     ) AS c

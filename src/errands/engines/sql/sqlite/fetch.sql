@@ -8,6 +8,7 @@ SET state = 'executing',
 WHERE id IN (
     SELECT id FROM errands_jobs
     WHERE state = 'available'
+      AND attempt < max_attempts  -- a spent row (written by hand) is never claimed
       AND queue = :queue
       AND worker IN (SELECT value FROM json_each(:workers))
     ORDER BY priority, scheduled_at, id

@@ -51,6 +51,7 @@ candidates AS (
                     ELSE '' END AS pkey
     FROM errands_jobs AS j
     WHERE j.state = 'available'
+      AND j.attempt < j.max_attempts
       AND j.queue = :queue
       AND j.worker IN (SELECT value FROM json_each(:workers))
       AND pkey NOT IN (SELECT pkey FROM used WHERE room <= 0)
