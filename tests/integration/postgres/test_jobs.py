@@ -194,7 +194,9 @@ def test_ack_batch_applies_outcomes_and_fences_stale_acks(
     assert retryable is not None and retryable.state is JobState.RETRYABLE
     assert retryable.errors == [error] and retryable.finished_at is None
     assert abs(retryable.scheduled_at - retry_at) < 1e-3
-    assert snoozed is not None and snoozed.state is JobState.SCHEDULED and snoozed.attempt == 0
+    assert snoozed is not None and snoozed.state is JobState.SCHEDULED
+    # a snooze spends no attempt: attempt keeps counting claims, max_attempts grows
+    assert (snoozed.attempt, snoozed.max_attempts) == (1, c.max_attempts + 1)
     for untouched in (still_d, still_e):
         assert untouched is not None and untouched.state is JobState.EXECUTING
         assert untouched.attempt == 1 and untouched.errors == []
