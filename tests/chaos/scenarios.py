@@ -132,7 +132,7 @@ def sigterm_past_grace(c: Cluster, scale: float, rng: random.Random) -> None:
     for _ in range(_count(3, scale)):
         c.enqueue(workload(6, rng, (1500, 2500), mixed=False, tick_ms=2))
         victim = c.busy_worker(timeout=20)
-        c.wait_for(lambda v=victim: len(c.running(v.pid)) >= 2, 5, "two jobs on one worker")
+        c.wait_for(lambda v=victim: len(c.running(v.pid)) >= 2, 20, "two jobs on one worker")
         fault = c.signal(victim, signal.SIGTERM, kind="sigterm")
         c.watch_orphans(fault, grace + 10)
         if not victim.wait(grace + 10):
