@@ -37,7 +37,7 @@ from errands.engines.base import (
 )
 from errands.engines.migrations import latest_version, migrations
 from errands.engines.sqlite_control import SQLiteControl
-from errands.engines.sqlite_insert import insert_cron_on, insert_unique_on
+from errands.engines.sqlite_insert import insert_cron_on, insert_payload, insert_unique_on
 from errands.engines.sqlite_inspect import SQLiteInspect
 from errands.engines.sqlite_listen import DataVersionListener, driver_connection
 from errands.engines.sqlite_util import dict_rows, json_list, sql
@@ -193,22 +193,7 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
             return insert_unique_on(conn, jobs, now)
         inserted: list[Job] = []
         for start in range(0, len(jobs), _INSERT_CHUNK):
-            payload = orjson.dumps(
-                [
-                    {
-                        "worker": job.worker,
-                        "queue": job.queue,
-                        "args": orjson.Fragment(job.args_json),
-                        "meta": orjson.Fragment(job.meta_json),
-                        "tags": orjson.Fragment(job.tags_json),
-                        "priority": job.priority,
-                        "max_attempts": job.max_attempts,
-                        "timeout": job.timeout,
-                        "scheduled_at": job.scheduled_at,
-                    }
-                    for job in jobs[start : start + _INSERT_CHUNK]
-                ]
-            ).decode()
+            payload = insert_payload(jobs[start : start + _INSERT_CHUNK])
             cursor = conn.execute(sql("insert"), {"jobs": payload, "now": now})
             inserted.extend(job_from_row(row) for row in dict_rows(cursor))
         inserted.sort(key=lambda job: job.id)

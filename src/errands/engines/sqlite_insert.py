@@ -22,13 +22,14 @@ from errands.engines.sqlite_util import dict_rows, sql
 from errands.job import Job, NewJob
 from errands.unique import conflict_params, insert_resolving
 
-__all__ = ["insert_cron_on", "insert_unique_on"]
+__all__ = ["insert_cron_on", "insert_payload", "insert_unique_on"]
 
 #: Jobs per statement, as for plain inserts.
 CHUNK = 2_000
 
 
-def _payload(jobs: Sequence[NewJob]) -> str:
+def insert_payload(jobs: Sequence[NewJob]) -> str:
+    """The JSON array ``insert.sql`` and ``insert_unique.sql`` read with ``json_each``."""
     return orjson.dumps(
         [
             {
@@ -59,7 +60,7 @@ def insert_unique_on(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: floa
 
     def insert(batch: Sequence[NewJob]) -> dict[int, Job]:
         base = int(conn.execute(sql("id_high_water")).fetchone()[0])
-        params = {"jobs": _payload(batch), "now": now, "base": base}
+        params = {"jobs": insert_payload(batch), "now": now, "base": base}
         rows = dict_rows(conn.execute(sql("insert_unique"), params))
         return {row["id"] - base - 1: job_from_row(row) for row in rows}
 
