@@ -46,6 +46,8 @@ def bench_app(
         auto_migrate=True,
         queues={BENCH_QUEUE: {"limit": limit, "executor": executor}},
         prune_after=None,
+        # Process-executor children import the app from here (see env_app below).
+        import_path="errands.bench.jobs:app",
         **settings,
     )
 

@@ -134,7 +134,13 @@ def bench(
         for target in targets:
             samples: dict[str, list[float]] = {}
             for _ in range(runs):
-                for key, value in workload.run(target, quick).items():
+                try:
+                    figures = workload.run(target, quick)
+                except Exception as exc:  # one broken workload must not lose the others
+                    console.print(f"[red]{workload.name} on {target.engine} failed: {exc}[/]")
+                    samples.setdefault("failed", []).append(1.0)
+                    continue
+                for key, value in figures.items():
                     samples.setdefault(key, []).append(value)
             for key, values in samples.items():
                 median = statistics.median(values)
