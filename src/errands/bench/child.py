@@ -27,7 +27,17 @@ from errands.bench.jobs import BENCH_QUEUE, env_app
 
 __all__ = ["count_calls", "peak_rss_kib"]
 
-_COUNTED = ("fetch", "ack", "insert", "stage", "rescue", "heartbeat", "acquire_leader", "prune")
+_COUNTED = (
+    "fetch",
+    "ack",
+    "ack_fetch",
+    "insert",
+    "stage",
+    "rescue",
+    "heartbeat",
+    "acquire_leader",
+    "prune",
+)
 
 
 def peak_rss_kib() -> int:
@@ -42,12 +52,14 @@ def peak_rss_kib() -> int:
 def count_calls(engine: Any, calls: Counter[str], last_ack: list[float]) -> None:
     """Wrap the engine's hot methods to count calls and note the last ack's time."""
     for name in _COUNTED:
-        original: Callable[..., Any] = getattr(engine, name)
+        original: Callable[..., Any] | None = getattr(engine, name, None)
+        if original is None:  # ack_fetch exists on SQLite only
+            continue
 
         def counted(*args: Any, _name: str = name, _fn: Callable[..., Any] = original) -> Any:
             result = _fn(*args)
             calls[_name] += 1
-            if _name == "ack":
+            if _name in ("ack", "ack_fetch"):  # outcomes also ride along with claims
                 last_ack[0] = time.time()
             return result
 
