@@ -75,6 +75,8 @@ class App(JobAccess, QueueControl, BulkJobs):
         auto_migrate: create/upgrade tables on first use; default True for
             SQLite, False for PostgreSQL (run ``errands migrate`` there).
         node: this process's name in the producers table (default host-pid-random).
+        notify: wake other processes' workers on insert (NOTIFY, ``data_version``);
+            with False they find jobs by polling every ``poll_interval`` only.
         import_path: ``"module:attr"`` naming this app, for queues with
             ``executor="process"`` (see docs/process-executor.md).
         **settings: timings of :class:`~errands.config.Settings` (``poll_interval``,
@@ -91,6 +93,7 @@ class App(JobAccess, QueueControl, BulkJobs):
         schema: str | None = None,
         auto_migrate: bool | None = None,
         node: str | None = None,
+        notify: bool = True,
         import_path: str | None = None,
         **settings: Any,
     ) -> None:
@@ -108,6 +111,9 @@ class App(JobAccess, QueueControl, BulkJobs):
             self.database_url.dialect == "sqlite" if auto_migrate is None else auto_migrate
         )
         self.node_name = node
+        if not isinstance(notify, bool):
+            raise ConfigError(f"notify must be True or False, got {notify!r}")
+        self.notify = notify
         #: ``"module:attr"``: how worker processes of ``executor="process"`` queues import
         #: this app (``errands --app`` sets it; else found from the workers' modules).
         self.import_path = check_import_path(import_path)
@@ -129,7 +135,9 @@ class App(JobAccess, QueueControl, BulkJobs):
         if self._engine is None:
             with self._engine_lock:
                 if self._engine is None:
-                    self._engine = create_engine(self.database_url.url, schema=self.schema)
+                    self._engine = create_engine(
+                        self.database_url.url, schema=self.schema, notify=self.notify
+                    )
         return self._engine
 
     def ensure_schema(self) -> None:

@@ -15,8 +15,14 @@ from errands.errors import ConfigError
 __all__ = ["Engine", "create_engine"]
 
 
-def create_engine(url: str | None = None, *, schema: str | None = None) -> Engine:
-    """The engine for ``url``; PostgreSQL needs ``pip install 'errands[postgres]'``."""
+def create_engine(
+    url: str | None = None, *, schema: str | None = None, notify: bool = True
+) -> Engine:
+    """The engine for ``url``; PostgreSQL needs ``pip install 'errands[postgres]'``.
+
+    ``notify=False`` turns cross-process wake-ups off (NOTIFY on PostgreSQL,
+    ``PRAGMA data_version`` on SQLite): workers then find jobs by polling only.
+    """
     parsed = parse_database_url(url)
     if parsed.dialect == "sqlite":
         if schema is not None:
@@ -28,6 +34,7 @@ def create_engine(url: str | None = None, *, schema: str | None = None) -> Engin
             parsed.path,
             mode=options.get("mode", "rwc"),
             busy_timeout=float(options.get("busy_timeout", 10.0)),
+            notify=notify,
         )
     try:
         from errands.engines.postgres import PostgresEngine
@@ -36,4 +43,4 @@ def create_engine(url: str | None = None, *, schema: str | None = None) -> Engin
             f"database URL {parsed.masked!r} needs PostgreSQL support: "
             f"pip install 'errands[postgres]' ({exc})"
         ) from None
-    return PostgresEngine(parsed.url, schema=schema or "public")
+    return PostgresEngine(parsed.url, schema=schema or "public", notify=notify)

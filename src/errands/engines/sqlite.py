@@ -65,9 +65,11 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
         mode: str = "rwc",
         busy_timeout: float = 10.0,
         listen_interval: float = 0.005,
+        notify: bool = True,
     ):
         self.path = path
         self.mode = mode
+        self.notify = notify
         self.busy_timeout = busy_timeout
         self.listen_interval = listen_interval
         self._lock = threading.RLock()
@@ -394,6 +396,6 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
 
     def listen(self, wake_up: WakeUp) -> DataVersionListener | None:
         """Wake producers when another connection commits (``PRAGMA data_version``)."""
-        if self.path == ":memory:":
+        if self.path == ":memory:" or not self.notify:
             return None
         return DataVersionListener(self._open, wake_up, self.listen_interval)
