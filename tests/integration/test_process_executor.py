@@ -194,34 +194,33 @@ def test_sync_jobs_run_in_child_processes_and_async_jobs_on_the_loop(
 # The engine plays no part in how children share the cores; one copy of this test
 # (not one per engine, spinning in parallel under xdist) keeps the measure fair.
 @pytest.mark.parametrize("engine_name", ["sqlite"])
-def test_cpu_bound_jobs_run_on_several_cores(
+def test_cpu_bound_jobs_run_in_two_processes_at_once(
     jobs: ModuleType, arun: Callable[..., Any], until: Callable[..., Any]
 ) -> None:
+    """Two children work at the same time (their run intervals overlap).
+
+    How much faster that is on two cores is a benchmark's business
+    (``errands bench --workload "cpu 10ms process c=2"``), not a timed test's.
+    """
     app = jobs.app
-    cpu_seconds, count = 0.2, 8
-    serial = cpu_seconds * count  # what one thread (one GIL) needs at the very least
+    batch = app.enqueue_many([jobs.spin.new(cpu_seconds=0.2) for _ in range(8)])
+    ids = [job.id for job in batch]
 
-    async def one_round() -> tuple[float, set[int]]:
-        batch = app.enqueue_many([jobs.spin.new(cpu_seconds=cpu_seconds) for _ in range(count)])
-        ids = [job.id for job in batch]
-        await until(lambda: settled(app, ids), 60, message="spin jobs to finish")
-        results = [app.get_job(i).result for i in ids]
-        wall = max(r["end"] for r in results) - min(r["start"] for r in results)
-        return wall, {r["pid"] for r in results}
-
-    async def scenario() -> list[tuple[float, set[int]]]:
-        # Best of up to eight rounds: a neighbour's burst on a 2-core box must not fail it.
-        rounds = []
+    async def scenario() -> None:
         async with running(app):
-            while len(rounds) < 8 and (not rounds or rounds[-1][0] >= 0.8 * serial):
-                rounds.append(await one_round())
-        return rounds
+            await until(lambda: settled(app, ids), 60, message="spin jobs to finish")
 
-    rounds = arun(scenario(), 120)
-    wall, pids = min(rounds)
+    arun(scenario(), 120)
+    results = [app.get_job(i).result for i in ids]
+    pids = {r["pid"] for r in results}
     assert len(pids) == 2 and os.getpid() not in pids
-    walls = ", ".join(f"{w:.2f}s" for w, _ in rounds)
-    assert wall < 0.8 * serial, f"{count} jobs took {walls}; serially {serial:.2f}s"
+    overlapping = [
+        (a["pid"], b["pid"])
+        for a in results
+        for b in results
+        if a["pid"] != b["pid"] and a["start"] < b["end"] and b["start"] < a["end"]
+    ]
+    assert overlapping, "the two children never ran jobs at the same time"
 
 
 def test_a_timeout_kills_the_child_and_frees_the_slot(
