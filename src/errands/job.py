@@ -98,6 +98,27 @@ def _utc(ts: float | None) -> dt.datetime | None:
     return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC)
 
 
+class CancelFlag:
+    """Set once when a running attempt is asked to stop; ``job.cancelled()`` reads it.
+
+    A plain attribute instead of a ``threading.Event``: one is made per job
+    on the hot path, and nobody waits on it (bodies poll ``job.cancelled()``).
+    """
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        """Ask the attempt to stop."""
+        self._set = True
+
+    def is_set(self) -> bool:
+        """True once :meth:`set` was called."""
+        return self._set
+
+
 @dataclass(slots=True)
 class Job:
     """One job as stored: what to run, with which args, and how it went.
@@ -134,7 +155,9 @@ class Job:
     conflict: bool = False
     #: Set while a job runs: the exception of the current attempt, for ``backoff()``.
     exception: BaseException | None = field(default=None, repr=False, compare=False)
-    _cancel_event: threading.Event | None = field(default=None, repr=False, compare=False)
+    _cancel_event: CancelFlag | threading.Event | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def scheduled_time(self) -> dt.datetime:

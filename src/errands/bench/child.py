@@ -53,7 +53,7 @@ def count_calls(engine: Any, calls: Counter[str], last_ack: list[float]) -> None
     """Wrap the engine's hot methods to count calls and note the last ack's time."""
     for name in _COUNTED:
         original: Callable[..., Any] | None = getattr(engine, name, None)
-        if original is None:  # ack_fetch exists on SQLite only
+        if original is None:  # not every engine has every method
             continue
 
         def counted(*args: Any, _name: str = name, _fn: Callable[..., Any] = original) -> Any:

@@ -280,12 +280,13 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
 
     def ack_fetch(
         self, acks: Sequence[Ack], queue: str, limit: int, producer: str, workers: Sequence[str]
-    ) -> tuple[int, list[Job]]:
+    ) -> tuple[int, list[Job], list[Ack]]:
         """Apply ``acks`` and claim up to ``limit`` jobs in ONE write transaction.
 
         SQLite has one writer: a claim and a batch of acks in separate
         transactions wait for each other, so a producer hands its pending
-        acks to its next claim. Returns (acks applied, jobs claimed).
+        acks to its next claim. Returns (acks applied, jobs claimed, acks to
+        retry): the last is always empty here, since the write lock covers every row.
         """
         ack_params = self._ack_params(acks)
         params = {
@@ -301,7 +302,7 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
         jobs, rejects = claimed_jobs(rows, producer)
         if rejects:
             self.ack(rejects)
-        return applied, jobs
+        return applied, jobs, []
 
     def stage(self, limit: int) -> list[str]:
         """Make due jobs available; return the distinct queues touched."""

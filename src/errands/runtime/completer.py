@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from errands.engines.base import Ack, Engine
@@ -65,20 +65,26 @@ class Completer:
         taken, self.pending = self.pending, []
         return taken
 
-    def settle(self, acks: list[Ack], applied: int | None) -> None:
-        """Account for acks given out by :meth:`take`; ``None`` puts them back to retry."""
+    def settle(self, acks: list[Ack], applied: int | None, retry: Sequence[Ack] = ()) -> None:
+        """Account for acks given out by :meth:`take`.
+
+        ``applied=None`` (the call failed) puts them all back; ``retry`` are
+        the ones the engine skipped (their row was locked): they go back too,
+        for the next flush.
+        """
         if applied is None:
             self.pending[:0] = acks
             if acks:
                 self._wake.set()
             return
         self.applied += applied
-        if applied < len(acks):
-            self.stale += len(acks) - applied
-            log.info(
-                "%d stale ack(s) changed nothing (jobs rescued or cancelled meanwhile)",
-                len(acks) - applied,
-            )
+        if retry:
+            self.pending[:0] = retry
+            self._wake.set()
+        stale = len(acks) - applied - len(retry)
+        if stale > 0:
+            self.stale += stale
+            log.info("%d stale ack(s) changed nothing (jobs rescued or cancelled meanwhile)", stale)
 
     async def start(self) -> None:
         """Start flushing in the background."""

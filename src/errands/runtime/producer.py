@@ -27,7 +27,9 @@ from errands.engines.base import Ack, ProducerInfo
 from errands.job import Job
 from errands.limits import LimitedClaim
 from errands.runtime.executor import execute
-from errands.runtime.process_pool import pool_for
+from errands.runtime.process_pool import ProcessPool, pool_for
+from errands.runtime.sync_runner import SyncRunner
+from errands.worker import Worker
 
 if TYPE_CHECKING:
     from errands.runtime.node import Node
@@ -38,8 +40,8 @@ log = logging.getLogger("errands.producer")
 
 _UNKNOWN_CHECK_EVERY = 30.0
 
-#: ``engine.ack_fetch``, on engines whose single writer makes it pay (SQLite).
-AckFetch = Callable[[Sequence[Ack], str, int, str, Sequence[str]], tuple[int, list[Job]]]
+#: ``engine.ack_fetch``: pending outcomes ride along with the next claim.
+AckFetch = Callable[[Sequence[Ack], str, int, str, Sequence[str]], tuple[int, list[Job], list[Ack]]]
 
 
 class Producer:
@@ -55,9 +57,14 @@ class Producer:
         #: While the limits are reached, count again only at this time (or a local slot frees).
         self._blocked_until = 0.0
         self.id = f"{node.name}/{config.name}/{uuid.uuid4().hex[:8]}"
-        self.running: dict[int, asyncio.Task[None]] = {}
-        #: The jobs behind ``running``, so a job cancelled from outside can be stopped.
-        self.jobs: dict[int, Job] = {}
+        #: Jobs claimed and not yet finished, by id.
+        self.running: dict[int, Job] = {}
+        #: The tasks of running jobs that have one (async bodies, process executor).
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._sync = SyncRunner(node.threads, node.runaways, self._finish_batch)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._async_workers: dict[type[Worker], bool] = {}
         self.fetched = 0
         self._wake = asyncio.Event()
         self._stopping = False
@@ -88,8 +95,9 @@ class Producer:
         backoff = 0.1
         poll = self.node.poll_interval
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), poll)
+            if not self._wake.is_set():  # wait_for costs a task and a timer: only when idle
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), poll)
             self._wake.clear()
             if self._stopping:
                 break
@@ -113,9 +121,8 @@ class Producer:
                 # Jobs wait but the queue's global limits are reached: count again at
                 # the next poll or when one of ours finishes, not at every wake-up.
                 self._blocked_until = time.monotonic() + poll
-            for job in jobs:
-                self.jobs[job.id] = job
-                self.running[job.id] = asyncio.create_task(self._run(job))
+            if jobs:
+                self._dispatch(jobs)
             self.fetched += len(jobs)
             if not jobs:
                 await self._check_unknown_workers()
@@ -129,38 +136,61 @@ class Producer:
             # transaction instead of queueing for the lock in one of their own.
             acks = node.completer.take()
             try:
-                applied, jobs = await node.call_db(
+                applied, jobs, retry = await node.call_db(
                     ack_fetch, acks, self.queue, self.demand, self.id, node.worker_names
                 )
             except BaseException:
                 node.completer.settle(acks, None)
                 raise
-            node.completer.settle(acks, applied)
+            node.completer.settle(acks, applied, retry)
             return jobs
         claimed: list[Job] | LimitedClaim = await node.call_db(
             engine.fetch, self.queue, self.demand, self.id, node.worker_names, self.limits
         )
         return claimed
 
-    async def _run(self, job: Job) -> None:
-        worker_cls = self.node.registry.get(job.worker)
-        try:
+    def _dispatch(self, jobs: Sequence[Job]) -> None:
+        registry = self.node.registry
+        processes = pool_for(self.node.process_pools, self.node.app, self.queue)
+        self._idle.clear()
+        for job in jobs:
+            worker_cls = registry.get(job.worker)
             assert worker_cls is not None, "fetch returns registered workers only"
+            self.running[job.id] = job
+            is_async = self._async_workers.get(worker_cls)
+            if is_async is None:
+                is_async = self._async_workers[worker_cls] = worker_cls.is_async()
+            if processes is None and not is_async:
+                # The hot path: a pool thread runs and classifies it; no task, no future.
+                self._sync.submit(job, worker_cls, self.id)
+            else:
+                self._tasks[job.id] = asyncio.create_task(self._run(job, worker_cls, processes))
+
+    async def _run(self, job: Job, worker_cls: type[Worker], processes: ProcessPool | None) -> None:
+        try:
             ack = await execute(
-                job,
-                worker_cls,
-                self.id,
-                self.node.threads,
-                self.node.runaways,
-                processes=pool_for(self.node.process_pools, self.node.app, self.queue),
+                job, worker_cls, self.id, self.node.threads, self.node.runaways, processes
             )
-            self.node.completer.add(ack)
-            self.node.finished(ack)
-        finally:
-            self.running.pop(job.id, None)
-            self.jobs.pop(job.id, None)
-            self._blocked_until = 0.0
-            self._wake.set()
+        except BaseException:
+            self._forget(job.id)
+            raise
+        self._finish_batch([(job, ack)])
+
+    def _finish_batch(self, done: list[tuple[Job, Ack]]) -> None:
+        """Record finished attempts (on the loop): one wake-up for the whole batch."""
+        completer, node = self.node.completer, self.node
+        for job, ack in done:
+            completer.add(ack)
+            node.finished(ack)
+            self._forget(job.id)
+        self._blocked_until = 0.0
+        self._wake.set()
+
+    def _forget(self, job_id: int) -> None:
+        self.running.pop(job_id, None)
+        self._tasks.pop(job_id, None)
+        if not self.running:
+            self._idle.set()
 
     def cancel_job(self, job_id: int) -> bool:
         """Stop a running job that was cancelled from outside; False if not told yet.
@@ -169,11 +199,11 @@ class Producer:
         ``cancelled``); a sync body sees ``job.cancelled()`` turn true and its
         late ack is stale.
         """
-        job, task = self.jobs.get(job_id), self.running.get(job_id)
-        if job is None or task is None:
+        job, task = self.running.get(job_id), self._tasks.get(job_id)
+        if job is None:
             return False
         worker_cls = self.node.registry.get(job.worker)
-        if worker_cls is not None and worker_cls.is_async():
+        if task is not None and worker_cls is not None and worker_cls.is_async():
             log.info("job %s (%s) was cancelled while running; stopping it", job_id, job.worker)
             task.cancel()
             return True
@@ -221,10 +251,12 @@ class Producer:
             await self._task
             self._task = None
         if self.running:
-            await asyncio.wait(list(self.running.values()), timeout=grace)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace)
         unfinished = list(self.running)
-        for task in list(self.running.values()):
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
-        if self.running:
-            await asyncio.wait(list(self.running.values()), timeout=1.0)
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
         return unfinished

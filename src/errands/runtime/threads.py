@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -22,10 +23,12 @@ from typing import Any, ParamSpec, TypeVar
 
 __all__ = ["JobThreads"]
 
+log = logging.getLogger("errands.threads")
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_Work = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+_Work = tuple[Future[Any] | None, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 class JobThreads(Executor):
@@ -42,6 +45,18 @@ class JobThreads(Executor):
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` on a pool thread."""
         future: Future[T] = Future()
+        self._put((future, fn, args, kwargs))
+        return future
+
+    def run(self, fn: Callable[..., Any], /, *args: Any) -> None:
+        """Run ``fn(*args)`` on a pool thread, with no future: ``fn`` reports its own outcome.
+
+        The hot path for job bodies (see :mod:`errands.runtime.sync_runner`);
+        an exception ``fn`` lets out is logged and dropped.
+        """
+        self._put((None, fn, args, {}))
+
+    def _put(self, work: _Work) -> None:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot submit to a pool that was shut down")
@@ -53,8 +68,7 @@ class JobThreads(Executor):
                 thread.start()
             else:
                 self._idle -= 1
-        self._work.put((future, fn, args, kwargs))
-        return future
+        self._work.put(work)
 
     def _serve(self) -> None:
         while True:
@@ -62,7 +76,12 @@ class JobThreads(Executor):
             if item is None:
                 return
             future, fn, args, kwargs = item
-            if future.set_running_or_notify_cancel():
+            if future is None:
+                try:
+                    fn(*args)
+                except BaseException:
+                    log.exception("a job thread's work raised")
+            elif future.set_running_or_notify_cancel():
                 try:
                     future.set_result(fn(*args, **kwargs))
                 except BaseException as exc:

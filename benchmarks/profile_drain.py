@@ -1,0 +1,83 @@
+"""Drain pre-inserted no-op jobs in this process and print wall time, CPU per job.
+
+A quick, in-process measure for profiling the worker's hot path (the full
+benchmark, with separate processes and medians, is ``errands bench``)::
+
+    python benchmarks/profile_drain.py --engine sqlite --kind def --jobs 20000
+    py-spy record -o drain.svg -- python benchmarks/profile_drain.py --engine postgres
+    python benchmarks/profile_drain.py --engine sqlite --cprofile 30   # top 30 by tottime
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import tempfile
+import time
+
+import psycopg
+
+from errands.bench.jobs import BENCH_QUEUE, bench_app
+
+PG_URL = os.environ.get("ERRANDS_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SCHEMA = "errands_profile"
+
+
+def _url(engine: str, folder: str) -> tuple[str, str | None]:
+    if engine == "sqlite":
+        return f"sqlite:///{folder}/profile.db", None
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+    return PG_URL, SCHEMA
+
+
+async def _drain(app: object, total: int) -> float:
+    from errands.app import App
+
+    assert isinstance(app, App)
+    started = time.perf_counter()
+    node = await app.start([BENCH_QUEUE])
+    while node.outcomes.total() < total or node.completer.pending:
+        await asyncio.sleep(0.002)
+    elapsed = time.perf_counter() - started
+    await app.stop()
+    return elapsed
+
+
+def main() -> None:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--engine", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--kind", choices=["def", "async"], default="def")
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--limit", type=int, default=10)
+    parser.add_argument("--cprofile", type=int, default=0, metavar="N")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        url, schema = _url(options.engine, folder)
+        app = bench_app(url, schema, limit=options.limit)
+        app.ensure_schema()
+        worker = "bench.noop" if options.kind == "def" else "bench.anoop"
+        app.enqueue_many([app.new_job(worker, {"i": i}) for i in range(options.jobs)])
+        profile = cProfile.Profile() if options.cprofile else None
+        cpu = time.process_time()
+        if profile is not None:
+            profile.enable()
+        elapsed = asyncio.run(_drain(app, options.jobs))
+        if profile is not None:
+            profile.disable()
+        cpu = time.process_time() - cpu
+        app.close()
+    print(
+        f"{options.engine} {options.kind} c={options.limit}: {options.jobs / elapsed:,.0f} jobs/s, "
+        f"{cpu / options.jobs * 1e6:.0f} us CPU per job (this process)"
+    )
+    if profile is not None:
+        pstats.Stats(profile).sort_stats("tottime").print_stats(options.cprofile)
+
+
+if __name__ == "__main__":
+    main()
