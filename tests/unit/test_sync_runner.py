@@ -522,3 +522,59 @@ def test_run_and_submit_after_shutdown_are_refused() -> None:
         pool.run(done.set)
     with pytest.raises(RuntimeError, match="shut down"):
         pool.submit(print, "x")
+
+
+# -- one batch, one thread, unless a body is slow -------------------------------
+
+
+class Gate(errands.Worker, name="t.gate"):
+    """Job 1 waits until every other job of its batch has started (on other threads)."""
+
+    started: set[int] = set()
+    threads: set[int] = set()
+    others = 0
+
+    def perform(self, job: errands.Job) -> int:
+        Gate.started.add(job.id)
+        Gate.threads.add(threading.get_ident())
+        if job.id == 1:
+            # Raises (failing the attempt) if the others never start beside this slow one.
+            wait_for(lambda: len(Gate.started) == Gate.others + 1, timeout=5.0, every=0.001)
+        return job.id
+
+
+def test_a_slow_body_does_not_hold_back_the_rest_of_its_batch(harness: Harness) -> None:
+    Gate.started, Gate.threads, Gate.others = set(), set(), 4
+
+    async def main() -> None:
+        harness.loop_thread = threading.get_ident()
+        batch = [(make_job(i, worker="t.gate"), Gate) for i in range(1, 6)]
+        harness.runner.submit_many(batch, PRODUCER)
+        await until(lambda: len(harness.outcomes) == 5)
+
+    asyncio.run(main())
+    acks = harness.acks()
+    assert {job_id: ack.state for job_id, ack in acks.items()} == dict.fromkeys(
+        range(1, 6), JobState.COMPLETED
+    )
+    assert len(Gate.threads) >= 2  # job 1 kept its thread; the rest were spread out
+
+
+def test_a_batch_of_quick_bodies_runs_on_one_thread(harness: Harness) -> None:
+    """Waking a thread per body costs more than a quick body: one thread takes them in turn."""
+    seen: set[int] = set()
+
+    class Quick(errands.Worker, name="t.quick"):
+        def perform(self, job: errands.Job) -> None:
+            seen.add(threading.get_ident())
+
+    async def main() -> None:
+        harness.loop_thread = threading.get_ident()
+        harness.runner.submit_many(
+            [(make_job(i, worker="t.quick"), Quick) for i in range(20)], PRODUCER
+        )
+        await until(lambda: len(harness.outcomes) == 20)
+
+    asyncio.run(main())
+    assert len(harness.acks()) == 20
+    assert harness.threads.size <= 2, "quick bodies of one batch each woke a thread"

@@ -26,7 +26,8 @@ import contextlib
 import contextvars
 import logging
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from errands.engines.base import Ack
@@ -40,6 +41,10 @@ __all__ = ["SyncRunner"]
 log = logging.getLogger("errands.executor")
 
 Deliver = Callable[[list[tuple[Job, Ack]]], None]
+_Item = tuple[contextvars.Context, Job, type[Worker], str, tuple[int, int]]
+
+#: Seconds the bodies of a batch may wait behind a slow one before each gets a thread.
+SPREAD_AFTER = 0.001
 
 
 def _attempt(job: Job, worker_cls: type[Worker], producer: str) -> Ack:
@@ -72,27 +77,61 @@ class SyncRunner:
 
     def submit(self, job: Job, worker_cls: type[Worker], producer: str) -> None:
         """Start ``job`` on a pool thread (call on the event loop)."""
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        job._cancel_event = CancelFlag()
-        key = (job.id, job.attempt)
+        self.submit_many([(job, worker_cls)], producer)
+
+    def submit_many(self, batch: Sequence[tuple[Job, type[Worker]]], producer: str) -> None:
+        """Start a claimed batch: one thread takes the bodies in turn, more if one is slow.
+
+        Waking a thread per body costs more than a quick body itself, so the
+        batch goes to one thread; if bodies are still waiting after
+        ``SPREAD_AFTER`` seconds (one of them blocks), every waiting body gets
+        a thread of its own. A slow body delays the others by at most that.
+        """
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        work: deque[_Item] = deque()
         with self._lock:
-            self._active[key] = False
-        # Each body gets a copy of the loop's context, as an asyncio task would.
-        context = contextvars.copy_context()
+            for job, worker_cls in batch:
+                job._cancel_event = CancelFlag()
+                key = (job.id, job.attempt)
+                self._active[key] = False
+                # Each body gets a copy of the loop's context, as an asyncio task would.
+                work.append((contextvars.copy_context(), job, worker_cls, producer, key))
+        items = list(work)
         try:
-            self.threads.run(self._work, context, job, worker_cls, producer, key)
+            self.threads.run(self._drain, work)
         except BaseException:
             with self._lock:
-                self._active.pop(key, None)
+                for item in items:
+                    self._active.pop(item[4], None)
             raise
-        timeout = job_timeout(job, worker_cls)
-        if timeout is not None:
-            self._timers[key] = self._loop.call_later(
-                timeout, self._expire, job, worker_cls, producer, key, timeout
-            )
+        for _, job, worker_cls, _, key in items:
+            timeout = job_timeout(job, worker_cls)
+            if timeout is not None:
+                self._timers[key] = loop.call_later(
+                    timeout, self._expire, job, worker_cls, producer, key, timeout
+                )
+        if len(items) > 1:
+            loop.call_later(SPREAD_AFTER, self._spread, work)
+
+    def _spread(self, work: deque[_Item]) -> None:
+        """Give every body still waiting in ``work`` a thread of its own."""
+        try:
+            for _ in range(len(work)):
+                self.threads.run(self._drain, work)
+        except RuntimeError:  # the pool shut down: those jobs stay executing until rescued
+            log.warning("%d job(s) not started: the worker is stopping", len(work))
 
     # -- on a pool thread --------------------------------------------------------
+    def _drain(self, work: deque[_Item]) -> None:
+        while True:
+            try:
+                item = work.popleft()  # atomic: threads sharing ``work`` never run one twice
+            except IndexError:
+                return
+            self._work(*item)
+
     def _work(
         self,
         context: contextvars.Context,
