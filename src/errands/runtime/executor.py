@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import errands
 from errands import codec
 from errands.engines.base import Ack
-from errands.job import Cancel, Discard, Job, JobState, Snooze
+from errands.job import Cancel, CancelFlag, Discard, Job, JobState, Snooze
 from errands.worker import Worker, _current_job, job_timeout
 
 if TYPE_CHECKING:
@@ -243,7 +243,7 @@ async def execute(
     """
     if processes is not None and not worker_cls.is_async():
         return await processes.execute(job, worker_cls, producer)
-    job._cancel_event = threading.Event()
+    job._cancel_event = CancelFlag()
     worker = worker_cls()
     try:
         result = await _perform(
