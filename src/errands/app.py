@@ -77,6 +77,9 @@ class App(JobAccess, QueueControl, BulkJobs):
         node: this process's name in the producers table (default host-pid-random).
         notify: wake other processes' workers on insert (NOTIFY, ``data_version``);
             with False they find jobs by polling every ``poll_interval`` only.
+        synchronous_acks: PostgreSQL: commit claims and outcomes synchronously
+            (slower); by default a *database* crash may forget the last moment of
+            them and re-run those jobs (docs/reliability.md). Inserts always wait.
         import_path: ``"module:attr"`` naming this app, for queues with
             ``executor="process"`` (see docs/process-executor.md).
         **settings: timings of :class:`~errands.config.Settings` (``poll_interval``,
@@ -94,6 +97,7 @@ class App(JobAccess, QueueControl, BulkJobs):
         auto_migrate: bool | None = None,
         node: str | None = None,
         notify: bool = True,
+        synchronous_acks: bool = False,
         import_path: str | None = None,
         **settings: Any,
     ) -> None:
@@ -111,9 +115,10 @@ class App(JobAccess, QueueControl, BulkJobs):
             self.database_url.dialect == "sqlite" if auto_migrate is None else auto_migrate
         )
         self.node_name = node
-        if not isinstance(notify, bool):
-            raise ConfigError(f"notify must be True or False, got {notify!r}")
-        self.notify = notify
+        for name, flag in (("notify", notify), ("synchronous_acks", synchronous_acks)):
+            if not isinstance(flag, bool):
+                raise ConfigError(f"{name} must be True or False, got {flag!r}")
+        self.notify, self.synchronous_acks = notify, synchronous_acks
         #: ``"module:attr"``: how worker processes of ``executor="process"`` queues import
         #: this app (``errands --app`` sets it; else found from the workers' modules).
         self.import_path = check_import_path(import_path)
@@ -136,7 +141,10 @@ class App(JobAccess, QueueControl, BulkJobs):
             with self._engine_lock:
                 if self._engine is None:
                     self._engine = create_engine(
-                        self.database_url.url, schema=self.schema, notify=self.notify
+                        self.database_url.url,
+                        schema=self.schema,
+                        notify=self.notify,
+                        synchronous_acks=self.synchronous_acks,
                     )
         return self._engine
 

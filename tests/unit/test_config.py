@@ -243,3 +243,9 @@ def test_sqlite_url_options() -> None:
 def test_bad_sqlite_url_options(url: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         parse_database_url(url)
+
+
+@pytest.mark.parametrize("option", ["notify", "synchronous_acks"])
+def test_app_flags_must_be_booleans(option: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{option} must be True or False, got 'yes'"):
+        errands.App("sqlite:///:memory:", **{option: "yes"})

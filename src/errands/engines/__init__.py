@@ -16,12 +16,18 @@ __all__ = ["Engine", "create_engine"]
 
 
 def create_engine(
-    url: str | None = None, *, schema: str | None = None, notify: bool = True
+    url: str | None = None,
+    *,
+    schema: str | None = None,
+    notify: bool = True,
+    synchronous_acks: bool = False,
 ) -> Engine:
     """The engine for ``url``; PostgreSQL needs ``pip install 'errands[postgres]'``.
 
     ``notify=False`` turns cross-process wake-ups off (NOTIFY on PostgreSQL,
     ``PRAGMA data_version`` on SQLite): workers then find jobs by polling only.
+    ``synchronous_acks=True`` (PostgreSQL) commits claims and outcomes
+    synchronously too; SQLite's commits are unaffected (WAL, ``synchronous=NORMAL``).
     """
     parsed = parse_database_url(url)
     if parsed.dialect == "sqlite":
@@ -43,4 +49,6 @@ def create_engine(
             f"database URL {parsed.masked!r} needs PostgreSQL support: "
             f"pip install 'errands[postgres]' ({exc})"
         ) from None
-    return PostgresEngine(parsed.url, schema=schema or "public", notify=notify)
+    return PostgresEngine(
+        parsed.url, schema=schema or "public", notify=notify, synchronous_acks=synchronous_acks
+    )

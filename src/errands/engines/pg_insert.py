@@ -1,4 +1,10 @@
-"""PostgreSQL inserts beyond the plain batch: unique jobs and cron slots.
+"""PostgreSQL inserts: plain batches, unique jobs and cron slots.
+
+Plain batches take the cheapest statement for their size: one job a
+single-row INSERT (``insert_one.sql``), a few an ``unnest`` INSERT of arrays
+(``insert.sql``), many a binary COPY (:mod:`errands.engines.pg_copy`). Each
+returns only ids, states and times; the jobs are built here from what was
+sent (:mod:`errands.engines.inserted`).
 
 Unique jobs: one ``INSERT ... ON CONFLICT DO NOTHING`` statement per batch
 (``insert_unique.sql``), then, only when some were duplicates, one statement
@@ -11,35 +17,137 @@ Cron: the slot rows and the jobs of the new slots go in one transaction.
 
 Example::
 
+    jobs = insert_on(engine, conn, new_jobs)
     jobs = insert_unique(engine, new_jobs, conn=None)
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import tuple_row
 
 from errands.engines.base import CronSlot
+from errands.engines.inserted import inserted_job, unix_seconds
 from errands.engines.pg_connect import check_storable, dict_cursor, driver_connection
+from errands.engines.pg_copy import COPY_MIN, copy_insert, copyable
 from errands.engines.pg_inspect import job_from_pg_row
-from errands.job import Job, NewJob
+from errands.job import Job, JobState, NewJob
 from errands.unique import conflict_params, insert_resolving
 
 if TYPE_CHECKING:
     from errands.engines.postgres import PostgresEngine
 
-__all__ = ["insert_cron", "insert_unique", "insert_unique_on"]
+__all__ = ["insert_cron", "insert_on", "insert_unique", "insert_unique_on"]
 
-#: Jobs per statement, as for plain inserts.
+#: Jobs per ``unnest`` statement; bigger batches are split, inside one transaction.
 CHUNK = 10_000
+
+_STATES = {state.value: state for state in JobState}
+
+#: A tuple-row cursor per pooled connection, kept between single inserts: a new
+#: cursor looks up its parameter dumpers and column loaders again, which cost
+#: about a tenth of a single enqueue's client CPU. Only the engine's own
+#: connections keep one (the pool lends each to one thread at a time).
+_CURSORS: dict[psycopg.Connection[Any], psycopg.Cursor[tuple[Any, ...]]] = {}
+_CURSORS_LOCK = threading.Lock()
 
 
 def _column(jobs: Sequence[NewJob], name: str) -> list[Any]:
     return [getattr(job, name) for job in jobs]
+
+
+def _job(new: NewJob, row: tuple[Any, ...]) -> Job:
+    """The job ``new`` became, from a row of ``(id, state, inserted_us, scheduled_us)``."""
+    job_id, state, inserted_us, scheduled_us = row
+    return inserted_job(
+        new, job_id, _STATES[state], unix_seconds(inserted_us), unix_seconds(scheduled_us)
+    )
+
+
+def _kept_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[tuple[Any, ...]]:
+    """The tuple-row cursor kept for one of the engine's pooled connections."""
+    cur = _CURSORS.get(conn)
+    if cur is None or cur.closed:
+        cur = conn.cursor(row_factory=tuple_row)
+        with _CURSORS_LOCK:
+            # A cursor holds its connection: forget those of connections the pool closed.
+            for closed in [known for known in _CURSORS if known.closed]:
+                del _CURSORS[closed]
+            _CURSORS[conn] = cur
+    return cur
+
+
+def _insert_one(
+    engine: PostgresEngine, conn: psycopg.Connection[Any], job: NewJob, *, own: bool
+) -> Job:
+    params = {
+        "queue": job.queue,
+        "worker": job.worker,
+        "args": job.args_json.decode(),
+        "meta": job.meta_json.decode(),
+        "tags": job.tags_json.decode(),
+        "priority": job.priority,
+        "max_attempts": job.max_attempts,
+        "timeout": job.timeout,
+        "scheduled_at": job.scheduled_at,
+        "channel": engine._channel,
+    }
+    if own:
+        cur = _kept_cursor(conn)
+        cur.execute(engine._q("insert_one"), params)
+        row = cur.fetchone()
+    else:
+        # Tuple rows whatever the caller's connection prefers (a transactional enqueue).
+        with conn.cursor(row_factory=tuple_row) as cur:
+            cur.execute(engine._q("insert_one"), params)
+            row = cur.fetchone()
+    assert row is not None
+    return _job(job, row)
+
+
+def _insert_arrays(
+    engine: PostgresEngine, conn: psycopg.Connection[Any], jobs: Sequence[NewJob]
+) -> list[Job]:
+    result: list[Job] = []
+    # One statement is atomic by itself; several chunks need a transaction
+    # unless they already run in the caller's (autocommit off).
+    several = len(jobs) > CHUNK and conn.autocommit
+    with (
+        conn.transaction() if several else nullcontext(),
+        conn.cursor(row_factory=tuple_row) as cur,
+    ):
+        for start in range(0, len(jobs), CHUNK):
+            chunk = jobs[start : start + CHUNK]
+            cur.execute(engine._q("insert"), engine._insert_params(chunk))
+            rows = sorted(cur.fetchall())  # by id: ids were drawn in input order
+            result.extend(_job(new, row) for new, row in zip(chunk, rows, strict=True))
+    return result
+
+
+def insert_on(
+    engine: PostgresEngine,
+    conn: psycopg.Connection[Any],
+    jobs: Sequence[NewJob],
+    *,
+    own: bool = False,
+) -> list[Job]:
+    """Insert checked jobs without unique keys on ``conn``; one job per input, in order.
+
+    On an autocommit connection the batch commits as a whole; otherwise it joins
+    the caller's open transaction, which is left open. ``own``: ``conn`` is one
+    of the engine's pooled connections (a single insert then reuses a cursor).
+    """
+    if len(jobs) == 1:
+        return [_insert_one(engine, conn, jobs[0], own=own)]
+    if len(jobs) >= COPY_MIN and copyable(conn):
+        return copy_insert(engine, conn, jobs)
+    return _insert_arrays(engine, conn, jobs)
 
 
 def insert_unique_on(
@@ -110,4 +218,4 @@ def insert_cron(engine: PostgresEngine, slots: Sequence[CronSlot]) -> list[Job]:
             return []
         if any(job.unique_hash is not None for job in jobs):
             return insert_unique_on(engine, conn, jobs)
-        return [job_from_pg_row(row) for row in engine._insert_on(conn, jobs)]
+        return insert_on(engine, conn, jobs)

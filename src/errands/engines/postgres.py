@@ -22,25 +22,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg import sql
 
 from errands.config import mask_url
 from errands.engines import pg_insert
 from errands.engines.base import (
-    Ack,
     CronSlot,
     ProducerInfo,
     RescueCounts,
     WakeUp,
-    claimed_jobs,
     load_sql,
 )
 from errands.engines.migrations import latest_version, migrations
+from errands.engines.pg_claim import PgClaim
 from errands.engines.pg_connect import (
     PgPool,
     Row,
@@ -48,8 +45,6 @@ from errands.engines.pg_connect import (
     dict_cursor,
     driver_connection,
     normalize_url,
-    storable_json,
-    storable_time,
 )
 from errands.engines.pg_control import PgControl
 from errands.engines.pg_inspect import PgInspect
@@ -57,12 +52,9 @@ from errands.engines.pg_inspect import job_from_pg_row as _job
 from errands.engines.pg_listen import PgListener, channel_name
 from errands.errors import ConfigError, SchemaError
 from errands.job import Job, JobState, NewJob
-from errands.limits import LimitedClaim, QueueLimits
 
 __all__ = ["PostgresEngine", "channel_name"]
 
-#: Jobs per INSERT statement; bigger batches are split, inside one transaction.
-_INSERT_CHUNK = 10_000
 _MAX_IDENTIFIER = 63  # bytes in a PostgreSQL name
 
 
@@ -74,7 +66,7 @@ def _rescued(rows: Sequence[Row]) -> RescueCounts:
     )
 
 
-class PostgresEngine(PgControl, PgInspect):
+class PostgresEngine(PgClaim, PgControl, PgInspect):
     """Jobs in PostgreSQL tables in ``schema``. Thread-safe; the pool opens on first use."""
 
     dialect = "postgres"
@@ -90,6 +82,7 @@ class PostgresEngine(PgControl, PgInspect):
         notify: bool = True,
         connect_timeout: float = 5.0,
         pool_timeout: float = 10.0,
+        synchronous_acks: bool = False,
     ) -> None:
         if not isinstance(schema, str) or not schema or len(schema.encode()) > _MAX_IDENTIFIER:
             raise ConfigError(f"schema must be a name of 1-63 bytes, got {schema!r}")
@@ -101,6 +94,9 @@ class PostgresEngine(PgControl, PgInspect):
         self.url = normalize_url(url)
         self.schema = schema
         self.notify = notify
+        #: Commit claims and outcomes synchronously (see pg_claim: slower, never re-runs
+        #: a job because the database crashed right after recording it).
+        self.synchronous_acks = synchronous_acks
         self.channel = channel_name(schema)
         self._pool = PgPool(
             self.url,
@@ -216,20 +212,8 @@ class PostgresEngine(PgControl, PgInspect):
             "channel": self._channel,
         }
 
-    def _insert_on(self, conn: psycopg.Connection[Any], jobs: Sequence[NewJob]) -> list[Row]:
-        rows: list[Row] = []
-        # One statement is atomic by itself; several chunks need a transaction
-        # unless they already run in the caller's (autocommit off).
-        several = len(jobs) > _INSERT_CHUNK and conn.autocommit
-        with conn.transaction() if several else nullcontext(), dict_cursor(conn) as cur:
-            for start in range(0, len(jobs), _INSERT_CHUNK):
-                chunk = jobs[start : start + _INSERT_CHUNK]
-                cur.execute(self._q("insert"), self._insert_params(chunk))
-                rows.extend(cur.fetchall())
-        return rows
-
     def insert(self, jobs: Sequence[NewJob], conn: Any = None) -> list[Job]:
-        """Insert in one statement (per 10,000 jobs), in input order.
+        """Insert in input order: one round trip for a few jobs, a COPY for many.
 
         With ``conn`` (psycopg ``Connection``, SQLAlchemy ``Connection`` or
         ``Session`` on ``postgresql+psycopg://``, or a Django connection) the
@@ -244,68 +228,12 @@ class PostgresEngine(PgControl, PgInspect):
             return pg_insert.insert_unique(self, jobs, conn)
         if conn is None:
             with self._pool.connection("inserting jobs") as own:
-                rows = self._insert_on(own, jobs)
-        else:
-            raw = driver_connection(conn)
-            try:
-                rows = self._insert_on(raw, jobs)
-            except psycopg.Error as exc:
-                raise self._pool.failed(exc, "inserting jobs on the caller's connection") from exc
-        inserted = [_job(row) for row in rows]
-        inserted.sort(key=lambda job: job.id)
-        return inserted
-
-    def fetch(
-        self,
-        queue: str,
-        limit: int,
-        producer: str,
-        workers: Sequence[str],
-        limits: QueueLimits | None = None,
-    ) -> list[Job]:
-        """Claim up to ``limit`` jobs in one statement (``FOR UPDATE SKIP LOCKED``).
-
-        A queue with ``limits`` is claimed under its lock (see ``pg_control``) and
-        the result is a :class:`~errands.limits.LimitedClaim`.
-        """
-        if limit <= 0 or not workers:
-            return []
-        params = {"queue": queue, "limit": limit, "producer": producer, "workers": list(workers)}
-        blocked = False
-        if limits is None:
-            rows = self._all("fetch", params, "claiming jobs")
-        else:
-            rows, blocked = self._claim_limited(params, limits)
-        jobs, rejects = claimed_jobs(rows, producer, _job)
-        if rejects:
-            self.ack(rejects)
-        return jobs if limits is None else LimitedClaim(jobs, blocked=blocked)
-
-    def ack(self, acks: Sequence[Ack]) -> int:
-        """Apply a batch of outcomes in one statement; return how many were not stale."""
-        if not acks:
-            return 0
-        params = {
-            "id": [ack.id for ack in acks],
-            "attempt": [ack.attempt for ack in acks],
-            "producer": [ack.producer for ack in acks],
-            "state": [JobState(ack.state).value for ack in acks],
-            "result": [
-                None if ack.result is None else storable_json(ack.result, f"job {ack.id}'s result")
-                for ack in acks
-            ],
-            "error": [
-                None
-                if ack.error is None
-                else storable_json(
-                    orjson.dumps(dict(ack.error), default=str), f"job {ack.id}'s error"
-                )
-                for ack in acks
-            ],
-            "scheduled_at": [storable_time(ack.scheduled_at) for ack in acks],
-            "snoozed": [bool(ack.snoozed) for ack in acks],
-        }
-        return self._count("ack", params, "recording job outcomes")
+                return pg_insert.insert_on(self, own, jobs, own=True)
+        raw = driver_connection(conn)
+        try:
+            return pg_insert.insert_on(self, raw, jobs)
+        except psycopg.Error as exc:
+            raise self._pool.failed(exc, "inserting jobs on the caller's connection") from exc
 
     def stage(self, limit: int) -> list[str]:
         """Make due jobs available and notify their queues; return the queues touched."""

@@ -33,11 +33,10 @@ from errands.engines.base import (
     RescueCounts,
     WakeUp,
     claimed_jobs,
-    job_from_row,
 )
 from errands.engines.migrations import latest_version, migrations
 from errands.engines.sqlite_control import SQLiteControl
-from errands.engines.sqlite_insert import insert_cron_on, insert_payload, insert_unique_on
+from errands.engines.sqlite_insert import insert_cron_on, insert_on, insert_unique_on
 from errands.engines.sqlite_inspect import SQLiteInspect
 from errands.engines.sqlite_listen import DataVersionListener, driver_connection
 from errands.engines.sqlite_util import dict_rows, json_list, sql
@@ -46,8 +45,6 @@ from errands.job import Job, JobState, NewJob
 from errands.limits import LimitedClaim, QueueLimits
 
 __all__ = ["SQLiteEngine"]
-
-_INSERT_CHUNK = 2_000
 
 
 class SQLiteEngine(SQLiteControl, SQLiteInspect):
@@ -193,13 +190,7 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
         now = time.time()
         if any(job.unique_hash is not None for job in jobs):  # see sqlite_insert
             return insert_unique_on(conn, jobs, now)
-        inserted: list[Job] = []
-        for start in range(0, len(jobs), _INSERT_CHUNK):
-            payload = insert_payload(jobs[start : start + _INSERT_CHUNK])
-            cursor = conn.execute(sql("insert"), {"jobs": payload, "now": now})
-            inserted.extend(job_from_row(row) for row in dict_rows(cursor))
-        inserted.sort(key=lambda job: job.id)
-        return inserted
+        return insert_on(conn, jobs, now)
 
     def insert(self, jobs: Sequence[NewJob], conn: Any = None) -> list[Job]:
         """Insert in one transaction, or inside the caller's ``sqlite3.Connection`` transaction."""

@@ -36,6 +36,10 @@ class CountingCursor(psycopg.Cursor[Any]):
         CountingCursor.executed.append(bytes(query) if isinstance(query, bytes) else b"?")
         return super().execute(query, params, **kwargs)
 
+    def copy(self, statement: Any, params: Any = None, **kwargs: Any) -> Any:
+        CountingCursor.executed.append(b"COPY")
+        return super().copy(statement, params, **kwargs)
+
 
 # -- insert -------------------------------------------------------------------
 
@@ -61,14 +65,15 @@ def test_insert_future_job_is_scheduled_and_past_job_available(
     assert past.state is JobState.AVAILABLE and abs(past.scheduled_at - earlier) < 1e-3
 
 
-def test_bulk_insert_is_one_statement_and_keeps_input_order(
+def test_bulk_insert_is_a_few_statements_and_keeps_input_order(
     engine: PostgresEngine, new_job: JobFactory
 ) -> None:
     jobs = [new_job(args={"n": n}, queue=f"q{n % 3}", priority=n % 10) for n in range(5_000)]
     CountingCursor.executed = []
     with psycopg.connect(POSTGRES_URL, cursor_factory=CountingCursor) as conn:
         inserted = engine.insert(jobs, conn=conn)
-        assert len(CountingCursor.executed) == 1
+        # Reserve the ids, one COPY of every row, one NOTIFY statement: never one per job.
+        assert len(CountingCursor.executed) == 3 and CountingCursor.executed[1] == b"COPY"
         conn.commit()
     assert [job.args["n"] for job in inserted] == list(range(5_000))
     assert [job.queue for job in inserted] == [job.queue for job in jobs]

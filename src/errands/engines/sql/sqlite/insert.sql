@@ -1,19 +1,12 @@
--- Insert a batch of jobs given as a JSON array, in one statement.
--- :jobs is [{"worker", "queue", "args", "meta", "tags", "priority", "max_attempts",
---            "timeout", "scheduled_at"}, ...]; scheduled_at null means "now".
+-- Insert a batch of jobs, many rows per statement: the engine repeats the
+-- VALUES row below once per job of a chunk (sqlite_insert.insert_on), so SQLite
+-- opens the table and its indexes once per chunk rather than once per job, and
+-- parses no JSON but the CHECK (json_valid(...)) of each JSON column. The state
+-- and due time come computed ('scheduled' when the due time is after the
+-- transaction's "now", else 'available'; no due time means now). Ids come from
+-- AUTOINCREMENT, consecutive within the statement, in row order.
+-- Parameters, per row: state, queue, worker, args, meta, tags, priority,
+-- max_attempts, timeout, inserted_at, scheduled_at.
 INSERT INTO errands_jobs (state, queue, worker, args, meta, tags, priority, max_attempts,
                           timeout, inserted_at, scheduled_at)
-SELECT CASE WHEN json_extract(j.value, '$.scheduled_at') > :now THEN 'scheduled' ELSE 'available' END,
-       json_extract(j.value, '$.queue'),
-       json_extract(j.value, '$.worker'),
-       json_extract(j.value, '$.args'),
-       json_extract(j.value, '$.meta'),
-       json_extract(j.value, '$.tags'),
-       json_extract(j.value, '$.priority'),
-       json_extract(j.value, '$.max_attempts'),
-       json_extract(j.value, '$.timeout'),
-       :now,
-       coalesce(json_extract(j.value, '$.scheduled_at'), :now)
-FROM json_each(:jobs) AS j
-ORDER BY j.key
-RETURNING *
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)

@@ -1,0 +1,91 @@
+-- Record a batch of outcomes and claim up to "limit" jobs of one queue, in ONE
+-- statement (one round trip, one plan, prepared after a few runs). fetch alone
+-- is this statement too, with no outcomes; ack alone is ack.sql.
+--
+-- Outcomes are fenced: only the producer holding this attempt of an executing
+-- job may change it; a stale ack matches no row. They arrive as one JSON array
+-- (pg_claim.ack_payload) whose result and error are JSON texts, so a result that
+-- is JSON null is stored as jsonb null.
+--
+-- The claim takes available jobs in priority order; SKIP LOCKED lets concurrent
+-- producers claim disjoint jobs without waiting; attempt is counted here, at
+-- fetch, so a job that kills its worker still runs out of attempts. The acked
+-- rows are executing and the claimed ones available, so the two never touch the
+-- same row.
+--
+-- %(commit)s is 'off' unless the engine has synchronous_acks: see pg_claim.py.
+-- Each claimed job comes back as one JSON object (times as Unix seconds), which
+-- the client decodes in one call instead of column by column.
+WITH settings AS (
+    SELECT set_config('synchronous_commit', %(commit)s::text, true) AS commit_mode
+),
+input AS (
+    SELECT * FROM json_to_recordset(%(acks)s::json)
+         AS a(id bigint, attempt integer, producer text, state text, result text,
+              error text, scheduled_at float8, snoozed boolean)
+),
+-- Outcomes skip rows another transaction has locked (an operator's UPDATE, a
+-- rescue): waiting for them would stall the claim too. The client hands the
+-- skipped ones back to the completer, whose plain ack (ack.sql) waits its turn.
+lockable AS MATERIALIZED (
+    SELECT j.id FROM {schema}.errands_jobs AS j JOIN input AS a ON j.id = a.id
+    WHERE j.state = 'executing' AND j.attempt = a.attempt AND j.attempted_by = a.producer
+    FOR UPDATE OF j SKIP LOCKED
+),
+skipped AS (
+    SELECT a.id FROM input AS a JOIN {schema}.errands_jobs AS j ON j.id = a.id
+    WHERE j.state = 'executing' AND j.attempt = a.attempt AND j.attempted_by = a.producer
+      AND a.id NOT IN (SELECT id FROM lockable)
+),
+acked AS (
+    UPDATE {schema}.errands_jobs AS j
+    SET state = a.state,
+        result = a.result::jsonb,
+        errors = CASE WHEN a.error IS NULL THEN j.errors
+                      ELSE j.errors || jsonb_build_array(a.error::jsonb) END,
+        scheduled_at = coalesce(to_timestamp(a.scheduled_at), j.scheduled_at),
+        max_attempts = j.max_attempts + CASE WHEN a.snoozed THEN 1 ELSE 0 END,
+        finished_at = CASE WHEN a.state IN ('completed', 'cancelled', 'discarded')
+                           THEN now() END
+    FROM input AS a
+    WHERE j.id = a.id
+      AND j.id IN (SELECT id FROM lockable)
+      AND j.state = 'executing'
+      AND j.attempt = a.attempt
+      AND j.attempted_by = a.producer
+    RETURNING 1
+),
+picked AS MATERIALIZED (
+    SELECT id FROM {schema}.errands_jobs
+    WHERE state = 'available'
+      AND attempt < max_attempts  -- a spent row (written by hand) is never claimed
+      AND queue = %(queue)s
+      AND worker = ANY(%(workers)s::text[])
+    ORDER BY priority, scheduled_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE {schema}.errands_jobs AS j
+    SET state = 'executing',
+        attempt = j.attempt + 1,
+        attempted_at = now(),
+        attempted_by = %(producer)s
+    FROM picked
+    WHERE j.id = picked.id
+    RETURNING j.id, j.attempt, json_build_object(
+        'id', j.id, 'worker', j.worker, 'queue', j.queue, 'args', j.args, 'state', j.state,
+        'priority', j.priority, 'attempt', j.attempt, 'max_attempts', j.max_attempts,
+        'meta', j.meta, 'tags', j.tags, 'errors', j.errors, 'result', j.result,
+        'timeout', j.timeout,
+        'inserted_at', extract(epoch FROM j.inserted_at),
+        'scheduled_at', extract(epoch FROM j.scheduled_at),
+        'attempted_at', extract(epoch FROM j.attempted_at),
+        'finished_at', extract(epoch FROM j.finished_at),
+        'attempted_by', j.attempted_by
+    )::text AS job
+)
+SELECT (SELECT count(*) FROM acked) AS acked,
+       (SELECT coalesce(array_agg(id), '{{}}') FROM skipped) AS skipped,
+       claimed.id, claimed.attempt, claimed.job
+FROM settings LEFT JOIN claimed ON true

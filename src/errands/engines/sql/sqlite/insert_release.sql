@@ -1,0 +1,2 @@
+-- Keep what the insert wrote (see insert_savepoint.sql).
+RELEASE errands_insert

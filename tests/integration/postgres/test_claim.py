@@ -1,0 +1,135 @@
+"""The PostgreSQL hot path (pg_claim): outcomes and claims in one statement."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from errands.engines.base import Ack
+from errands.engines.postgres import PostgresEngine
+from errands.job import JobState
+from tests.integration.postgres.conftest import EngineFactory, JobFactory
+from tests.support import POSTGRES_URL
+
+
+def _done(job_id: int, attempt: int, producer: str = "p1") -> Ack:
+    return Ack(id=job_id, attempt=attempt, producer=producer, state=JobState.COMPLETED)
+
+
+def test_ack_fetch_records_outcomes_and_claims_in_one_call(
+    engine: PostgresEngine, new_job: JobFactory
+) -> None:
+    engine.insert([new_job(args={"i": i}) for i in range(5)])
+    first = engine.fetch("default", 2, "p1", ["w"])
+    assert len(first) == 2
+    applied, second, retry = engine.ack_fetch(
+        [_done(job.id, job.attempt) for job in first], "default", 10, "p1", ["w"]
+    )
+    assert applied == 2 and retry == []
+    assert len(second) == 3 and {j.id for j in second}.isdisjoint(j.id for j in first)
+    assert all(engine.get_job(j.id).state is JobState.COMPLETED for j in first)  # type: ignore[union-attr]
+    # The claimed jobs decode to what the database holds.
+    for job in second:
+        assert engine.get_job(job.id) == job
+
+
+def test_a_stale_ack_in_ack_fetch_changes_nothing(
+    engine: PostgresEngine, new_job: JobFactory
+) -> None:
+    [job] = engine.insert([new_job()])
+    [claimed] = engine.fetch("default", 1, "p1", ["w"])
+    stale = _done(claimed.id, claimed.attempt, producer="someone-else")
+    applied, jobs, retry = engine.ack_fetch([stale], "default", 1, "p1", ["w"])
+    assert (applied, jobs, retry) == (0, [], [])
+    assert engine.get_job(job.id).state is JobState.EXECUTING  # type: ignore[union-attr]
+
+
+def test_a_locked_row_is_skipped_not_waited_for(
+    engine: PostgresEngine, new_job: JobFactory, pg_schema: str
+) -> None:
+    """An operator's transaction holding a row lock must not stall the claim."""
+    engine.insert([new_job(args={"i": i}) for i in range(3)])
+    [running] = engine.fetch("default", 1, "p1", ["w"])
+    ack = _done(running.id, running.attempt)
+    with psycopg.connect(POSTGRES_URL) as locker:
+        locker.execute(
+            sql.SQL("SELECT id FROM {}.errands_jobs WHERE id = %s FOR UPDATE").format(
+                sql.Identifier(pg_schema)
+            ),
+            (running.id,),
+        )
+        started = time.monotonic()
+        applied, claimed, retry = engine.ack_fetch([ack], "default", 5, "p1", ["w"])
+        assert time.monotonic() - started < 2.0
+        assert applied == 0 and retry == [ack]
+        assert len(claimed) == 2
+        locker.rollback()
+    assert engine.ack(retry) == 1
+    assert engine.get_job(running.id).state is JobState.COMPLETED  # type: ignore[union-attr]
+
+
+def _commit_modes(db: psycopg.Connection[Any], schema: str) -> None:
+    """Install a trigger recording synchronous_commit as each job row is updated."""
+    ident = sql.Identifier(schema)
+    db.execute(sql.SQL("CREATE TABLE {}.commit_modes (mode text)").format(ident))
+    db.execute(
+        sql.SQL(
+            "CREATE FUNCTION {}.note_mode() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO {}.commit_modes VALUES (current_setting('synchronous_commit')); "
+            "RETURN NEW; END $$"
+        ).format(ident, ident)
+    )
+    db.execute(
+        sql.SQL(
+            "CREATE TRIGGER note_mode AFTER UPDATE ON {}.errands_jobs "
+            "FOR EACH ROW EXECUTE FUNCTION {}.note_mode()"
+        ).format(ident, ident)
+    )
+
+
+def _modes(db: psycopg.Connection[Any], schema: str) -> set[str]:
+    rows = db.execute(
+        sql.SQL("SELECT DISTINCT mode FROM {}.commit_modes").format(sql.Identifier(schema))
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def test_claims_and_outcomes_commit_asynchronously_by_default(
+    engine: PostgresEngine, new_job: JobFactory, pg_schema: str, db: psycopg.Connection[Any]
+) -> None:
+    _commit_modes(db, pg_schema)
+    engine.insert([new_job() for _ in range(2)])
+    [job] = engine.fetch("default", 1, "p1", ["w"])
+    engine.ack_fetch([_done(job.id, job.attempt)], "default", 1, "p1", ["w"])
+    assert _modes(db, pg_schema) == {"off"}
+    # The setting is local to those statements: the pool's connections keep the default.
+    with engine._pool.connection("checking") as conn:
+        row = conn.execute("SHOW synchronous_commit").fetchone()
+    assert row is not None and row[0] == "on"
+
+
+def test_synchronous_acks_keeps_every_commit_synchronous(
+    make_engine: EngineFactory, new_job: JobFactory, pg_schema: str, db: psycopg.Connection[Any]
+) -> None:
+    engine = make_engine(synchronous_acks=True)
+    engine.migrate()
+    _commit_modes(db, pg_schema)
+    engine.insert([new_job() for _ in range(2)])
+    [job] = engine.fetch("default", 1, "p1", ["w"])
+    assert engine.ack([_done(job.id, job.attempt)]) == 1
+    engine.ack_fetch([], "default", 1, "p1", ["w"])
+    assert _modes(db, pg_schema) == {"on"}
+
+
+def test_the_app_passes_synchronous_acks_to_its_engine(pg_schema: str) -> None:
+    import errands
+
+    default = errands.App(POSTGRES_URL, schema=pg_schema)
+    durable = errands.App(POSTGRES_URL, schema=pg_schema, synchronous_acks=True)
+    assert isinstance(default.engine, PostgresEngine) and not default.engine.synchronous_acks
+    assert isinstance(durable.engine, PostgresEngine) and durable.engine.synchronous_acks
+    default.close()
+    durable.close()
