@@ -21,6 +21,7 @@ __all__ = ["ADAPTERS", "Adapter", "Settings", "load"]
 ADAPTERS: dict[str, str] = {
     "errands-pg": "errands:ErrandsPostgres",
     "errands-pg-async": "errands:ErrandsPostgresAsync",
+    "errands-pg-async-sync-acks": "errands:ErrandsPostgresAsyncDurable",
     "errands-sqlite": "errands:ErrandsSqlite",
     "oban": "oban:Oban",
     "procrastinate": "procrastinate:Procrastinate",

@@ -24,7 +24,12 @@ from benchmarks.peers.adapters.base import (
 )
 from errands.bench.jobs import BENCH_QUEUE, bench_app
 
-__all__ = ["ErrandsPostgres", "ErrandsPostgresAsync", "ErrandsSqlite"]
+__all__ = [
+    "ErrandsPostgres",
+    "ErrandsPostgresAsync",
+    "ErrandsPostgresAsyncDurable",
+    "ErrandsSqlite",
+]
 
 #: How the drain's end is seen: the same kind of query as for oban and procrastinate.
 COUNT = "SELECT count(*) FROM errands_jobs WHERE queue = %s AND state = 'completed'"
@@ -36,6 +41,8 @@ class _Errands(Adapter):
     done_method = "count(*) of errands_jobs in state 'completed' == n"
     worker_method = "App(queues={'bench': 10}).run(); sync jobs in threads, async on the loop"
 
+    #: Extra ``App`` options of this row.
+    app_options: ClassVar[dict[str, Any]] = {}
     _app: errands.App | None = None
     _reader: Any = None
 
@@ -47,7 +54,7 @@ class _Errands(Adapter):
 
     def app(self) -> errands.App:
         if self._app is None:
-            self._app = bench_app(self.url(), None)
+            self._app = bench_app(self.url(), None, **self.app_options)
         return self._app
 
     def reset(self) -> None:
@@ -88,7 +95,7 @@ class _Errands(Adapter):
             self._reader = None
 
     def prepare_worker(self, concurrency: int) -> Callable[[], None]:
-        app = bench_app(self.url(), None, limit=concurrency)
+        app = bench_app(self.url(), None, limit=concurrency, **self.app_options)
         return lambda: app.run([BENCH_QUEUE])
 
 
@@ -142,6 +149,18 @@ class ErrandsPostgresAsync(AsyncClient, ErrandsPostgres):
     def teardown(self) -> None:
         super().teardown()
         self.close_loop()
+
+
+class ErrandsPostgresAsyncDurable(ErrandsPostgresAsync):
+    """As errands-pg-async, with ``synchronous_acks=True``: every commit waits for the WAL.
+
+    errands commits claims and outcomes asynchronously by default (a database
+    crash can then re-run the jobs of its last moment; docs/reliability.md);
+    the peers commit synchronously. This row is the like-for-like one.
+    """
+
+    name = "errands-pg-async-sync-acks"
+    app_options: ClassVar[dict[str, Any]] = {"synchronous_acks": True}
 
 
 class ErrandsSqlite(_Errands):
