@@ -83,6 +83,11 @@ def job_from_claim(row: Row) -> Job:
 class PgClaim:
     """Claims and outcomes for :class:`~errands.engines.postgres.PostgresEngine`."""
 
+    #: Pending acks a producer hands to its next claim. The claim's rows come back
+    #: only once every ack in the statement is written (about 40 µs a row), so a
+    #: big backlog of acks goes to the completer, on another connection, in parallel.
+    piggyback_max: int | None = 16
+
     if TYPE_CHECKING:
         _pool: PgPool
         synchronous_acks: bool

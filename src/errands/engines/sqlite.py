@@ -51,8 +51,9 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
     """Jobs in a SQLite file. Thread-safe; one writer connection per process."""
 
     dialect = "sqlite"
-    #: Producers hand pending acks to their next claim (see :meth:`ack_fetch`).
-    piggyback_acks = True
+    #: How many pending acks a producer hands to its next claim (see :meth:`ack_fetch`):
+    #: all of them, since the one writer would otherwise take them in turn anyway.
+    piggyback_max: int | None = None
     default_poll_interval = 0.5
 
     def __init__(

@@ -60,9 +60,12 @@ class Completer:
         if len(self.pending) >= self.batch_size or len(self.pending) == 1:
             self._wake.set()
 
-    def take(self) -> list[Ack]:
-        """Hand every pending ack to the caller (a claim that records them itself)."""
-        taken, self.pending = self.pending, []
+    def take(self, limit: int | None = None) -> list[Ack]:
+        """Hand up to ``limit`` pending acks (all: None) to a claim that records them itself."""
+        if limit is None or len(self.pending) <= limit:
+            taken, self.pending = self.pending, []
+        else:
+            taken, self.pending = self.pending[:limit], self.pending[limit:]
         return taken
 
     def settle(self, acks: list[Ack], applied: int | None, retry: Sequence[Ack] = ()) -> None:

@@ -42,6 +42,8 @@ _UNKNOWN_CHECK_EVERY = 30.0
 
 #: Seconds a claim may wait for more running jobs to finish (see Producer._should_gather).
 GATHER = 0.001
+#: Jobs that typically take less than this (seconds) are worth gathering for.
+QUICK = 0.005
 
 #: ``engine.ack_fetch``: pending outcomes ride along with the next claim.
 AckFetch = Callable[[Sequence[Ack], str, int, str, Sequence[str]], tuple[int, list[Job], list[Ack]]]
@@ -73,6 +75,10 @@ class Producer:
         self._poll_timer: asyncio.TimerHandle | None = None
         #: When a claim deferred by _should_gather happens (0: none is waiting).
         self._claim_at = 0.0
+        #: Loop time each running job was dispatched, and a moving average of how
+        #: long jobs take from dispatch to outcome (decides whether to gather).
+        self._dispatched: dict[int, float] = {}
+        self._job_time = 0.0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._unknown_checked = 0.0
@@ -109,8 +115,10 @@ class Producer:
 
         One claim of ten rows costs little more than a claim of one, so when
         a slot frees while others still run, the claim waits up to ``GATHER``
-        seconds for them (or until every slot is free). An idle producer
-        claims at once: this never delays the first job of a quiet queue.
+        seconds for them (or until every slot is free) — only while jobs
+        typically finish within ``QUICK`` seconds: for longer ones no more
+        slots would free meanwhile. An idle producer claims at once: this
+        never delays the first job of a quiet queue.
         """
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -131,7 +139,7 @@ class Producer:
                 break
             if self.paused or self.demand == 0 or self._blocked_until > time.monotonic():
                 continue
-            if self.running and self._should_gather():
+            if self.running and self._job_time < QUICK and self._should_gather():
                 continue
             self._claim_at = 0.0
             try:
@@ -163,9 +171,12 @@ class Producer:
         engine = node.engine
         ack_fetch: AckFetch | None = getattr(engine, "ack_fetch", None)
         if self.limits is None and ack_fetch is not None:
-            # One writer (SQLite): the pending acks ride along in the claim's
-            # transaction instead of queueing for the lock in one of their own.
-            acks = node.completer.take()
+            # Pending acks ride along with the claim: on SQLite they would queue for
+            # the one writer anyway; on PostgreSQL a few save a round trip (more
+            # would delay the claimed rows: the completer takes those, in parallel).
+            # Long jobs finish a few at a time: their acks wait for no claim then.
+            quick = self._job_time < QUICK
+            acks = node.completer.take(getattr(engine, "piggyback_max", None)) if quick else []
             try:
                 applied, jobs, retry = await node.call_db(
                     ack_fetch, acks, self.queue, self.demand, self.id, node.worker_names
@@ -185,7 +196,9 @@ class Producer:
         processes = pool_for(self.node.process_pools, self.node.app, self.queue)
         self._idle.clear()
         sync: list[tuple[Job, type[Worker]]] = []
+        now = asyncio.get_running_loop().time()
         for job in jobs:
+            self._dispatched[job.id] = now
             worker_cls = registry.get(job.worker)
             assert worker_cls is not None, "fetch returns registered workers only"
             self.running[job.id] = job
@@ -213,15 +226,20 @@ class Producer:
     def _finish_batch(self, done: list[tuple[Job, Ack]]) -> None:
         """Record finished attempts (on the loop): one wake-up for the whole batch."""
         completer, node = self.node.completer, self.node
+        now = asyncio.get_running_loop().time()
+        job_time = self._job_time
         for job, ack in done:
             completer.add(ack)
             node.finished(ack)
+            job_time += 0.1 * (now - self._dispatched.get(job.id, now) - job_time)
             self._forget(job.id)
+        self._job_time = job_time
         self._blocked_until = 0.0
         self._wake.set()
 
     def _forget(self, job_id: int) -> None:
         self.running.pop(job_id, None)
+        self._dispatched.pop(job_id, None)
         self._tasks.pop(job_id, None)
         if not self.running:
             self._idle.set()
