@@ -83,10 +83,12 @@ def job_from_claim(row: Row) -> Job:
 class PgClaim:
     """Claims and outcomes for :class:`~errands.engines.postgres.PostgresEngine`."""
 
-    #: Pending acks a producer hands to its next claim. The claim's rows come back
-    #: only once every ack in the statement is written (about 40 µs a row), so a
-    #: big backlog of acks goes to the completer, on another connection, in parallel.
-    piggyback_max: int | None = 16
+    #: Pending acks a producer hands to its next claim: none. The claim's rows come
+    #: back only once every ack in its statement is written, while the completer
+    #: writes them on another connection in parallel, which the server runs on
+    #: another core: on loopback that drains 10-15 % faster (docs/benchmarks.md).
+    #: ``ack_fetch`` stays for callers that want one round trip (a distant server).
+    piggyback_max: int | None = 0
 
     if TYPE_CHECKING:
         _pool: PgPool

@@ -171,9 +171,9 @@ class Producer:
         engine = node.engine
         ack_fetch: AckFetch | None = getattr(engine, "ack_fetch", None)
         if self.limits is None and ack_fetch is not None:
-            # Pending acks ride along with the claim: on SQLite they would queue for
-            # the one writer anyway; on PostgreSQL a few save a round trip (more
-            # would delay the claimed rows: the completer takes those, in parallel).
+            # Pending acks ride along with the claim, up to the engine's piggyback_max:
+            # on SQLite they would queue for the one writer anyway (PostgreSQL: see
+            # pg_claim.PgClaim.piggyback_max).
             # Long jobs finish a few at a time: their acks wait for no claim then.
             quick = self._job_time < QUICK
             acks = node.completer.take(getattr(engine, "piggyback_max", None)) if quick else []
