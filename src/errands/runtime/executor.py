@@ -37,7 +37,14 @@ from errands.worker import Worker, _current_job, job_timeout
 if TYPE_CHECKING:
     from errands.runtime.process_pool import ProcessPool
 
-__all__ = ["JobTimeoutError", "RunawayCounter", "classify", "error_record", "execute"]
+__all__ = [
+    "JobTimeoutError",
+    "RunawayCounter",
+    "classify",
+    "error_record",
+    "execute",
+    "thread_timed_out",
+]
 
 log = logging.getLogger("errands.executor")
 
@@ -160,15 +167,24 @@ async def _perform(
         runaways.change(1)
         if future.done():  # it finished in the same instant: not a runaway after all
             runaways.change(-1)
-        if job._cancel_event is not None:
-            job._cancel_event.set()
-        log.warning(
-            "job %s (%s) ran past its timeout of %gs; its thread keeps running until it returns",
-            job.id,
-            job.worker,
-            timeout,
-        )
-        raise JobTimeoutError(f"job {job.id} ran past its timeout of {timeout:g}s") from None
+        raise thread_timed_out(job, timeout) from None
+
+
+def thread_timed_out(job: Job, timeout: float) -> JobTimeoutError:
+    """Tell a sync body in a thread to stop (``job.cancelled()``); the error to record.
+
+    A thread cannot be killed: the body runs on until it returns, counted as a
+    runaway by the caller.
+    """
+    if job._cancel_event is not None:
+        job._cancel_event.set()
+    log.warning(
+        "job %s (%s) ran past its timeout of %gs; its thread keeps running until it returns",
+        job.id,
+        job.worker,
+        timeout,
+    )
+    return JobTimeoutError(f"job {job.id} ran past its timeout of {timeout:g}s")
 
 
 def _backoff(worker: Worker, job: Job) -> float:

@@ -32,7 +32,7 @@ from typing import Any
 
 from errands.engines.base import Ack
 from errands.job import CancelFlag, Job
-from errands.runtime.executor import JobTimeoutError, RunawayCounter, classify
+from errands.runtime.executor import RunawayCounter, classify, thread_timed_out
 from errands.runtime.threads import JobThreads
 from errands.worker import Worker, _current_job, job_timeout
 
@@ -193,15 +193,7 @@ class SyncRunner:
             self._active[key] = True
             # Counted under the lock: the body cannot return and subtract first.
             self.runaways.change(1)
-        if job._cancel_event is not None:
-            job._cancel_event.set()
-        log.warning(
-            "job %s (%s) ran past its timeout of %gs; its thread keeps running until it returns",
-            job.id,
-            job.worker,
-            timeout,
-        )
-        error = JobTimeoutError(f"job {job.id} ran past its timeout of {timeout:g}s")
+        error = thread_timed_out(job, timeout)
         self.deliver([(job, classify(job, worker_cls(), producer, exc=error))])
 
     @property
