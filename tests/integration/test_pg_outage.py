@@ -61,6 +61,15 @@ def terminate_errands_backends() -> int:
     return len(rows)
 
 
+def started_nodes(env: dict[str, str]) -> int:
+    """Worker processes past start-up: each registers its producers once running."""
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        row = conn.execute(
+            f'SELECT count(DISTINCT node) FROM "{env["TEST_SCHEMA"]}".errands_producers'
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def completed(app: errands.App) -> int:
     try:
         return app.queue_counts().get("default", {}).get("completed", 0)
@@ -87,6 +96,9 @@ def run_through(pg_env: dict[str, str], tmp_path: Path, disturb) -> errands.App:
     jobs = app.enqueue_many([app.new_job("work", {"sleep": 0.01}) for _ in range(400)])
     workers = [start_worker(pg_env, tmp_path) for _ in range(2)]
     try:
+        # Both workers running before the outage: this tests surviving one, not
+        # starting during one (a start that cannot reach the database fails).
+        wait_for(lambda: started_nodes(pg_env) == len(workers), timeout=60)
         wait_for(lambda: completed(app) >= 40, timeout=60)
         disturb()
         wait_for(lambda: completed(app) == len(jobs), timeout=120, every=0.2)
