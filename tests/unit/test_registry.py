@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,3 +203,42 @@ def test_unimplemented_perform_fails_the_attempt(app: errands.App) -> None:
     assert app.drain() == {"retryable": 1}
     stored = app.get_job(job.id)
     assert stored is not None and stored.errors[0]["type"] == "NotImplementedError"
+
+
+def _kinds(x: Any, y: int = 1, *, z: int, **kw: Any) -> None: ...
+def _posonly(p: int, /, q: int = 2) -> None: ...
+def _posonly_default(p: int = 1, /, q: int = 2) -> None: ...
+def _star(*args: Any, k: int) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("fn", "args"),
+    [
+        (_kinds, {"x": 1, "z": 2}),
+        (_kinds, {"x": 1, "z": 2, "extra": 3}),
+        (_kinds, {"z": 2}),
+        (_kinds, {"x": 1}),
+        (_posonly, {"q": 1}),
+        (_posonly, {"p": 1}),
+        (_posonly_default, {}),
+        (_posonly_default, {"q": 3}),
+        (_posonly_default, {"p": 3}),
+        (_star, {"k": 1}),
+        (_star, {}),
+        (_star, {"k": 1, "j": 2}),
+    ],
+)
+def test_args_are_checked_exactly_as_signature_bind_would(fn: Any, args: dict[str, Any]) -> None:
+    """The fast check of a job function's args agrees with Python's own binding."""
+    app = errands.App("sqlite:///:memory:")
+    job = app.job(name=f"t.{fn.__name__}")(fn)
+    try:
+        inspect.signature(fn).bind(**args)
+        fits = True
+    except TypeError:
+        fits = False
+    if fits:
+        assert app.new_job(job, args).args == args
+    else:
+        with pytest.raises(errands.InvalidJobError, match="do not fit"):
+            app.new_job(job, args)
