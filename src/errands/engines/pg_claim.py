@@ -28,7 +28,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -103,14 +103,9 @@ class PgClaim:
     def _ack_fetch(
         self, acks: Sequence[Ack], queue: str, limit: int, producer: str, workers: Sequence[str]
     ) -> tuple[int, list[Ack], list[Row]]:
-        params = {
-            "commit": self._commit_mode,
-            "acks": ack_payload(acks) if acks else _NO_ACKS,
-            "queue": queue,
-            "limit": limit,
-            "producer": producer,
-            "workers": list(workers),
-        }
+        params = self._fetch_params(queue, limit, producer, workers)
+        params["commit"] = self._commit_mode
+        params["acks"] = ack_payload(acks) if acks else _NO_ACKS
         with self._pool.connection("recording outcomes and claiming jobs") as conn:
             rows = conn.execute(self._q("ack_fetch"), params).fetchall()
         acked, skipped = int(rows[0][0]), set(rows[0][1])
@@ -144,17 +139,17 @@ class PgClaim:
         """
         if limit <= 0 or not workers:
             return []
-        params = self._fetch_params(queue, limit, producer, workers)
         if limits is not None:
+            params = self._fetch_params(queue, limit, producer, workers)
             rows, blocked = self._claim_limited(params, limits)
-            jobs, rejects = claimed_jobs(rows, producer, job_from_pg_row)
-            if rejects:
-                self.ack(rejects)
-            return LimitedClaim(jobs, blocked=blocked)
+            return LimitedClaim(self._runnable(rows, producer, job_from_pg_row), blocked=blocked)
         return self._runnable(self._ack_fetch((), queue, limit, producer, workers)[2], producer)
 
-    def _runnable(self, rows: list[Row], producer: str) -> list[Job]:
-        jobs, rejects = claimed_jobs(rows, producer, job_from_claim)
+    def _runnable(
+        self, rows: list[Row], producer: str, convert: Callable[[Row], Job] = job_from_claim
+    ) -> list[Job]:
+        """The claimed rows' jobs; a row that cannot run is discarded (see ``claimed_jobs``)."""
+        jobs, rejects = claimed_jobs(rows, producer, convert)
         if rejects:
             self.ack(rejects)
         return jobs

@@ -219,13 +219,7 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
         A queue with ``limits`` is claimed by ``fetch_limited`` (see ``sqlite_control``)
         and the result is a :class:`~errands.limits.LimitedClaim`.
         """
-        params = {
-            "queue": queue,
-            "limit": limit,
-            "producer": producer,
-            "workers": json_list(workers),
-            "now": time.time(),
-        }
+        params = self._claim_params(queue, limit, producer, workers)
         with self._lock:
             # After a full claim more jobs are likely waiting: skip the probe.
             if queue not in self._backlogged:
@@ -240,6 +234,21 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
                 self._backlogged.add(queue)
             else:
                 self._backlogged.discard(queue)
+        return self._runnable(rows, producer)
+
+    def _claim_params(
+        self, queue: str, limit: int, producer: str, workers: Sequence[str]
+    ) -> dict[str, Any]:
+        return {
+            "queue": queue,
+            "limit": limit,
+            "producer": producer,
+            "workers": json_list(workers),
+            "now": time.time(),
+        }
+
+    def _runnable(self, rows: list[dict[str, Any]], producer: str) -> list[Job]:
+        """The claimed rows' jobs; a row that cannot run is discarded (see ``claimed_jobs``)."""
         jobs, rejects = claimed_jobs(rows, producer)
         if rejects:
             self.ack(rejects)
@@ -281,20 +290,11 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
         retry): the last is always empty here, since the write lock covers every row.
         """
         ack_params = self._ack_params(acks)
-        params = {
-            "queue": queue,
-            "limit": limit,
-            "producer": producer,
-            "workers": json_list(workers),
-            "now": time.time(),
-        }
+        params = self._claim_params(queue, limit, producer, workers)
         with self._write("recording outcomes and claiming jobs") as conn:
             applied = conn.executemany(sql("ack"), ack_params).rowcount if acks else 0
             rows = dict_rows(conn.execute(sql("fetch"), params))
-        jobs, rejects = claimed_jobs(rows, producer)
-        if rejects:
-            self.ack(rejects)
-        return applied, jobs, []
+        return applied, self._runnable(rows, producer), []
 
     def stage(self, limit: int) -> list[str]:
         """Make due jobs available; return the distinct queues touched."""
