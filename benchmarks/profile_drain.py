@@ -47,6 +47,14 @@ async def _drain(app: object, total: int) -> float:
     return elapsed
 
 
+def _machine_busy_seconds() -> float:
+    """CPU time spent by every process on the machine (Linux), to see the server's share."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -63,6 +71,7 @@ def main() -> None:
         worker = "bench.noop" if options.kind == "def" else "bench.anoop"
         app.enqueue_many([app.new_job(worker, {"i": i}) for i in range(options.jobs)])
         profile = cProfile.Profile() if options.cprofile else None
+        busy = _machine_busy_seconds()
         cpu = time.process_time()
         if profile is not None:
             profile.enable()
@@ -70,10 +79,12 @@ def main() -> None:
         if profile is not None:
             profile.disable()
         cpu = time.process_time() - cpu
+        busy = _machine_busy_seconds() - busy
         app.close()
     print(
         f"{options.engine} {options.kind} c={options.limit}: {options.jobs / elapsed:,.0f} jobs/s, "
-        f"{cpu / options.jobs * 1e6:.0f} us CPU per job (this process)"
+        f"{cpu / options.jobs * 1e6:.0f} us CPU per job (this process), "
+        f"{(busy - cpu) / options.jobs * 1e6:.0f} us elsewhere on the machine (the database server)"
     )
     if profile is not None:
         pstats.Stats(profile).sort_stats("tottime").print_stats(options.cprofile)
