@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -262,3 +263,50 @@ def test_cancelled_executing_job_ignores_the_late_ack(app: errands.App) -> None:
     assert cancelled is not None and cancelled.state == JobState.CANCELLED
     assert app.engine.ack([_ack(claimed, a)]) == 0
     assert app.get_job(job.id) == cancelled
+
+
+def test_release_makes_a_claimed_job_available_as_if_never_claimed(app: errands.App) -> None:
+    work = _app_with_worker(app)
+    first, second = work.options(priority=1).enqueue(n=1), work.enqueue(n=2)
+    a = _producer(app, "A")
+    claimed = app.engine.fetch("default", 10, a, [WORKER])
+    assert {j.id for j in claimed} == {first.id, second.id}
+    assert app.engine.release(claimed, a) == 2
+    for job in (first, second):
+        stored = app.get_job(job.id)
+        assert stored is not None
+        assert (stored.state, stored.attempt) == (JobState.AVAILABLE, 0)
+        assert (stored.attempted_by, stored.attempted_at) == (None, None)
+        assert stored.errors == []
+    # Back in the same place in line: claimed again in priority order.
+    b = _producer(app, "B")
+    assert [j.id for j in app.engine.fetch("default", 10, b, [WORKER])] == [second.id, first.id]
+
+
+def test_release_gives_a_retried_job_its_attempt_back(app: errands.App) -> None:
+    work = _app_with_worker(app, max_attempts=3)
+    job = work.enqueue(n=1)
+    a = _producer(app, "A")
+    first = _claim(app, a, job.id)
+    app.engine.ack([Ack(first.id, first.attempt, a, JobState.AVAILABLE)])  # straight back
+    second = _claim(app, a, job.id)
+    assert second.attempt == 2
+    assert app.engine.release([second], a) == 1
+    stored = app.get_job(job.id)
+    assert stored is not None and (stored.state, stored.attempt) == (JobState.AVAILABLE, 1)
+    assert stored.attempted_by is None and stored.attempted_at is not None
+
+
+def test_release_is_fenced(app: errands.App) -> None:
+    """Only the holder of that attempt can hand a job back; a cancelled job stays cancelled."""
+    work = _app_with_worker(app)
+    kept, cancelled = work.enqueue(n=1), work.enqueue(n=2)
+    a = _producer(app, "A")
+    claimed = app.engine.fetch("default", 10, a, [WORKER])
+    assert app.engine.release(claimed, "someone-else") == 0
+    assert app.cancel_job(cancelled.id) is not None
+    stale = [j for j in claimed if j.id == kept.id]
+    assert app.engine.release([*claimed, replace(stale[0], attempt=7)], a) == 1
+    assert app.get_job(kept.id).state == JobState.AVAILABLE  # type: ignore[union-attr]
+    assert app.get_job(cancelled.id).state == JobState.CANCELLED  # type: ignore[union-attr]
+    assert app.engine.release([], a) == 0

@@ -186,6 +186,14 @@ class Engine(Protocol):
     def ack(self, acks: Sequence[Ack]) -> int:
         """Apply outcomes in one transaction; return how many were not stale."""
 
+    def release(self, jobs: Sequence[Job], producer: str) -> int:
+        """Make claimed jobs that never started available again, attempt given back.
+
+        Fenced like an ack by ``(id, attempt, producer)``; returns how many were
+        still held. A producer that claimed ahead of its free slots calls it
+        when its queue pauses or stops.
+        """
+
     def stage(self, limit: int) -> list[str]:
         """Make due scheduled/retryable jobs available; return the queues touched."""
 

@@ -1,8 +1,8 @@
 """The PostgreSQL engine's hot path: claim jobs, record outcomes, or both at once.
 
-One statement, ``ack_fetch.sql``, does all three: it records a batch of
-outcomes and claims the next jobs, so a busy producer spends one round trip
-per batch and the completer none. What keeps it cheap:
+``ack_fetch.sql`` records a batch of outcomes and claims the next jobs in
+one statement, one round trip; with no outcomes to record, the leaner
+``claim.sql`` claims alone. What keeps them cheap:
 
 - **One round trip, one plan**: data-modifying CTEs instead of a transaction
   of several statements; psycopg prepares it after a few runs.
@@ -40,8 +40,6 @@ from errands.job import Job, JobState
 from errands.limits import LimitedClaim, QueueLimits
 
 __all__ = ["PgClaim", "ack_payload", "job_from_claim"]
-
-_NO_ACKS = "[]"
 
 
 def ack_payload(acks: Sequence[Ack]) -> str:
@@ -105,7 +103,11 @@ class PgClaim:
     ) -> tuple[int, list[Ack], list[Row]]:
         params = self._fetch_params(queue, limit, producer, workers)
         params["commit"] = self._commit_mode
-        params["acks"] = ack_payload(acks) if acks else _NO_ACKS
+        if not acks:
+            with self._pool.connection("claiming jobs") as conn:
+                rows = conn.execute(self._q("claim"), params).fetchall()
+            return 0, [], [{"id": row[0], "attempt": row[1], "job": row[2]} for row in rows]
+        params["acks"] = ack_payload(acks)
         with self._pool.connection("recording outcomes and claiming jobs") as conn:
             rows = conn.execute(self._q("ack_fetch"), params).fetchall()
         acked, skipped = int(rows[0][0]), set(rows[0][1])
@@ -162,6 +164,15 @@ class PgClaim:
         with self._pool.connection("recording job outcomes") as conn:
             row = conn.execute(self._q("ack"), params).fetchone()
         return 0 if row is None else int(row[0])
+
+    def release(self, jobs: Sequence[Job], producer: str) -> int:
+        """Make claimed jobs that never started available again (see ``Engine.release``)."""
+        if not jobs:
+            return 0
+        payload = orjson.dumps([{"id": job.id, "attempt": job.attempt} for job in jobs])
+        params = {"jobs": payload.decode(), "producer": producer}
+        with self._pool.connection("handing back claimed jobs") as conn:
+            return conn.execute(self._q("release"), params).rowcount
 
     def ack_fetch(
         self, acks: Sequence[Ack], queue: str, limit: int, producer: str, workers: Sequence[str]

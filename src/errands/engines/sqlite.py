@@ -279,6 +279,14 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
         with self._write("recording job outcomes") as conn:
             return conn.executemany(sql("ack"), params).rowcount
 
+    def release(self, jobs: Sequence[Job], producer: str) -> int:
+        """Make claimed jobs that never started available again (see :class:`Engine`)."""
+        if not jobs:
+            return 0
+        params = [{"id": job.id, "attempt": job.attempt, "producer": producer} for job in jobs]
+        with self._write("handing back claimed jobs") as conn:
+            return conn.executemany(sql("release"), params).rowcount
+
     def ack_fetch(
         self, acks: Sequence[Ack], queue: str, limit: int, producer: str, workers: Sequence[str]
     ) -> tuple[int, list[Job], list[Ack]]:

@@ -1,0 +1,14 @@
+-- Hand back jobs a producer claimed ahead of free slots but never started (the
+-- queue was paused or is stopping): they become available again as if never
+-- claimed, in the same place in line, and the attempt the claim counted is
+-- given back. Fenced like an ack: a job cancelled or rescued meanwhile is left alone.
+UPDATE {schema}.errands_jobs AS j
+SET state = 'available',
+    attempt = j.attempt - 1,
+    attempted_by = NULL,
+    attempted_at = CASE WHEN j.attempt > 1 THEN j.attempted_at END
+FROM json_to_recordset(%(jobs)s::json) AS r(id bigint, attempt integer)
+WHERE j.id = r.id
+  AND j.state = 'executing'
+  AND j.attempt = r.attempt
+  AND j.attempted_by = %(producer)s
