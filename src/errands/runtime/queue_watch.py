@@ -138,7 +138,7 @@ class QueueWatch(Periodic):
         running = {
             job_id: producer
             for producer in list(self.node.producers.values())
-            for job_id in list(producer.running)
+            for job_id in producer.held
         }
         self.signalled &= running.keys()
         ask = [job_id for job_id in running if job_id not in self.signalled]

@@ -1,0 +1,247 @@
+"""Claiming ahead: a busy producer of quick jobs claims one batch beyond its free slots.
+
+Those jobs are ``executing`` in the database but not started. The runtime must
+never start more than ``limit`` at once, and must hand the waiting ones back
+(attempt not spent) when the queue pauses, the node stops, the running jobs
+turn slow, or a waiting job is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+import errands
+from errands import JobState
+from errands.runtime import producer as producer_module
+
+Until = Callable[..., Any]
+WARM_UP = 80  # quick jobs that prove the queue quick (the moving average starts slow)
+HOLD = 0.05
+
+
+@pytest.fixture(autouse=True)
+def _hold_long(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Jobs claimed ahead wait for a slot as long as a test needs, unless it tests HOLD.
+
+    Otherwise the HOLD hand-back would also pass the pause, cancel and limit
+    tests, which must each show their own path works.
+    """
+    hold = HOLD if "turn_slow" in request.node.name else 60.0
+    monkeypatch.setattr(producer_module, "HOLD", hold)
+
+
+class Setup:
+    """One queue of limit 1: quick jobs, then a blocking job and two that must wait."""
+
+    def __init__(self, app: errands.App) -> None:
+        self.app = app
+        self.release = threading.Event()
+        self.ran: list[str] = []
+
+        @app.job(name="quick")
+        def quick() -> None:
+            return None
+
+        @app.job(name="block")
+        def block() -> None:
+            self.ran.append("block")
+            self.release.wait(10)
+
+        @app.job(name="later")
+        def later(n: int) -> None:
+            self.ran.append(f"later-{n}")
+
+        self.quick, self.block, self.later = quick, block, later
+
+    def state(self, job_id: int) -> tuple[JobState, int, str | None]:
+        job = self.app.get_job(job_id)
+        assert job is not None
+        return job.state, job.attempt, job.attempted_by
+
+    @asynccontextmanager
+    async def held(
+        self, until: Until
+    ) -> AsyncIterator[tuple[errands.Job, errands.Job, errands.Job]]:
+        """Run the node until ``block`` runs in the only slot and ``ahead`` is claimed ahead.
+
+        Yields (block, ahead, behind): with limit 1, one batch ahead is one job,
+        so ``behind`` stays in the queue.
+        """
+        await self.app.aenqueue_many([self.quick.new() for _ in range(WARM_UP)])
+        node = await self.app.start()
+        try:
+            await until(lambda: node.outcomes["completed"] >= WARM_UP, 10)
+            block = await self.block.options(priority=0).aenqueue()
+            ahead = await self.later.options(priority=1).aenqueue(n=1)
+            behind = await self.later.options(priority=2).aenqueue(n=2)
+            producer = node.producers["default"]
+            await until(lambda: producer.held == [block.id, ahead.id] and self.ran == ["block"], 5)
+            yield block, ahead, behind
+        finally:
+            self.release.set()
+            await self.app.stop()
+
+
+def test_a_quick_queue_claims_ahead_but_never_runs_more_than_its_limit(
+    make_app: Callable[..., errands.App], arun: Callable[..., Any], until: Until
+) -> None:
+    setup = Setup(make_app(queues={"default": 1}))
+
+    async def main() -> None:
+        async with setup.held(until) as (block, ahead, behind):
+            producer = setup.state(block.id)[2]
+            assert producer is not None
+            assert setup.state(ahead.id) == (JobState.EXECUTING, 1, producer)
+            assert setup.state(behind.id) == (JobState.AVAILABLE, 0, None)
+            await asyncio.sleep(0.2)
+            assert setup.ran == ["block"]  # the one slot is busy: nothing else started
+            setup.release.set()
+            await until(lambda: len(setup.ran) == 3, 5)
+
+    arun(main())
+    assert setup.ran == ["block", "later-1", "later-2"]
+
+
+def test_pausing_hands_back_the_jobs_claimed_ahead(
+    make_app: Callable[..., errands.App], arun: Callable[..., Any], until: Until
+) -> None:
+    app = make_app(queues={"default": 1})
+    setup = Setup(app)
+
+    async def main() -> None:
+        async with setup.held(until) as (_, ahead, _):
+            await asyncio.to_thread(app.pause_queue, "default")
+            await until(lambda: setup.state(ahead.id)[0] == JobState.AVAILABLE, 5)
+            assert setup.state(ahead.id) == (JobState.AVAILABLE, 0, None)
+            setup.release.set()
+            await asyncio.sleep(0.3)  # paused: the slot frees, nothing else starts
+            assert setup.ran == ["block"]
+            await asyncio.to_thread(app.resume_queue, "default")
+            await until(lambda: len(setup.ran) == 3, 5)
+
+    arun(main())
+    assert setup.ran == ["block", "later-1", "later-2"]
+
+
+def test_stopping_hands_back_the_jobs_claimed_ahead_without_spending_an_attempt(
+    make_app: Callable[..., errands.App], arun: Callable[..., Any], until: Until
+) -> None:
+    app = make_app(queues={"default": 1})
+    setup = Setup(app)
+
+    async def main() -> errands.Job:
+        async with setup.held(until) as (_, ahead, _):
+            # Stop while the block still runs; it finishes within the grace period.
+            asyncio.get_running_loop().call_later(0.3, setup.release.set)
+            await app.stop()
+            return ahead
+
+    ahead = arun(main())
+    stored = app.get_job(ahead.id)
+    assert stored is not None
+    assert (stored.state, stored.attempt, stored.errors) == (JobState.AVAILABLE, 0, [])
+    assert setup.ran == ["block"]
+    assert app.drain() == {"completed": 2}
+
+
+def test_jobs_claimed_ahead_go_back_when_the_running_jobs_turn_slow(
+    make_app: Callable[..., errands.App], arun: Callable[..., Any], until: Until
+) -> None:
+    """After HOLD s without a free slot, another node should have the waiting job."""
+    app = make_app(queues={"default": 1})
+    setup = Setup(app)
+
+    async def main() -> None:
+        async with setup.held(until) as (_, ahead, _):
+            await asyncio.sleep(HOLD)
+            await until(lambda: setup.state(ahead.id)[0] == JobState.AVAILABLE, 5)
+            assert setup.state(ahead.id) == (JobState.AVAILABLE, 0, None)
+            for _ in range(30):  # several polls: not claimed ahead again
+                await asyncio.sleep(0.01)
+                assert setup.state(ahead.id)[0] == JobState.AVAILABLE
+            assert setup.ran == ["block"]
+            setup.release.set()
+            await until(lambda: len(setup.ran) == 3, 5)
+
+    arun(main())
+    assert setup.ran == ["block", "later-1", "later-2"]
+
+
+def test_a_cancelled_job_claimed_ahead_never_runs(
+    make_app: Callable[..., errands.App], arun: Callable[..., Any], until: Until
+) -> None:
+    app = make_app(queues={"default": 1})
+    setup = Setup(app)
+
+    async def main() -> None:
+        async with setup.held(until) as (block, ahead, _):
+            await asyncio.to_thread(app.cancel_job, ahead.id)
+            producer = app.node.producers["default"]  # type: ignore[union-attr]
+            await until(lambda: ahead.id not in producer.held, 5)
+            assert block.id in producer.held
+            setup.release.set()
+            await until(lambda: "later-2" in setup.ran, 5)
+            await asyncio.sleep(0.1)
+
+    arun(main())
+    assert setup.ran == ["block", "later-2"]
+
+
+def test_a_queue_with_global_limits_claims_only_its_free_slots(
+    make_app: Callable[..., errands.App], arun: Callable[..., Any], until: Until
+) -> None:
+    """Global limits count executing jobs across nodes: nothing is claimed ahead there."""
+    app = make_app(queues={"default": {"limit": 1, "global_limit": 5}})
+    setup = Setup(app)
+
+    async def main() -> None:
+        await app.aenqueue_many([setup.quick.new() for _ in range(WARM_UP)])
+        node = await app.start()
+        try:
+            await until(lambda: node.outcomes["completed"] >= WARM_UP, 10)
+            block = await setup.block.options(priority=0).aenqueue()
+            later = await setup.later.options(priority=1).aenqueue(n=1)
+            await until(lambda: "block" in setup.ran, 5)
+            await asyncio.sleep(0.3)
+            assert node.producers["default"].held == [block.id]
+            assert setup.state(later.id) == (JobState.AVAILABLE, 0, None)
+            setup.release.set()
+            await until(lambda: len(setup.ran) == 2, 5)
+        finally:
+            setup.release.set()
+            await app.stop()
+
+    arun(main())
+    assert setup.ran == ["block", "later-1"]
+
+
+def test_a_slow_queue_claims_only_its_free_slots(
+    make_app: Callable[..., errands.App], arun: Callable[..., Any], until: Until
+) -> None:
+    """Until jobs prove quick, a producer claims no more than its free slots."""
+    app = make_app(queues={"default": 1})
+    setup = Setup(app)
+
+    async def main() -> None:
+        node = await app.start()
+        try:
+            block = await setup.block.options(priority=0).aenqueue()
+            later = await setup.later.options(priority=1).aenqueue(n=1)
+            await until(lambda: "block" in setup.ran, 5)
+            await asyncio.sleep(0.3)
+            assert node.producers["default"].held == [block.id]
+            assert setup.state(later.id) == (JobState.AVAILABLE, 0, None)
+            setup.release.set()
+            await until(lambda: len(setup.ran) == 2, 5)
+        finally:
+            setup.release.set()
+            await app.stop()
+
+    arun(main())
+    assert setup.ran == ["block", "later-1"]
