@@ -2,7 +2,9 @@
 
 It holds no job logic of its own: validation lives in :mod:`errands.job` and
 :mod:`errands.config`, storage in :mod:`errands.engines`, execution in
-:mod:`errands.runtime`.
+:mod:`errands.runtime`. Its other methods come from mixins: start/stop/run/drain
+from :mod:`errands.lifecycle`, single jobs from :mod:`errands.jobs_api`, bulk
+changes from :mod:`errands.bulk`, queue control from :mod:`errands.control`.
 
 Example::
 
@@ -20,10 +22,9 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from errands import codec
 from errands.bulk import BulkJobs
@@ -34,11 +35,13 @@ from errands.engines import Engine, create_engine
 from errands.errors import ConfigError, InvalidJobError
 from errands.job import DEFAULT_MAX_ATTEMPTS, LAST_TIME, Job, JobOptions, NewJob
 from errands.jobs_api import JobAccess
-from errands.runtime.drain import drain as run_drain
-from errands.runtime.node import Node
+from errands.lifecycle import Lifecycle
 from errands.runtime.process_child import check_import_path
 from errands.unique import Unique, unique_columns
 from errands.worker import JobFunction, Registry, Worker, _tags, function_worker
+
+if TYPE_CHECKING:
+    from errands.runtime.node import Node
 
 __all__ = ["App"]
 
@@ -57,7 +60,7 @@ def _job_options(options: JobOptions | None, extra: Mapping[str, Any]) -> JobOpt
     return given if options is None else options.merged(given)
 
 
-class App(JobAccess, QueueControl, BulkJobs):
+class App(JobAccess, QueueControl, BulkJobs, Lifecycle):
     """One errands application: a database, queues, and registered workers.
 
     Args:
@@ -353,65 +356,3 @@ class App(JobAccess, QueueControl, BulkJobs):
         if conn is not None:
             return self.enqueue_many(jobs, conn=conn)
         return await asyncio.to_thread(self.enqueue_many, list(jobs))
-
-    # -- running ----------------------------------------------------------------------
-    @property
-    def node(self) -> Node | None:
-        """The running node, between :meth:`start` and :meth:`stop`."""
-        return self._node
-
-    async def start(self, queues: list[str] | None = None) -> Node:
-        """Start working the queues in the running event loop; returns the node."""
-        if self._node is not None:
-            raise RuntimeError("this app is already running; call stop() first")
-        node = Node(self, queues=queues)
-        self._node = node
-        try:
-            await node.start()
-        except BaseException:
-            self._node = None
-            await node.stop(grace=0)
-            raise
-        return node
-
-    async def stop(self, grace: float | None = None) -> None:
-        """Stop gracefully: no new jobs, running ones get ``grace`` seconds. Safe twice."""
-        node, self._node = self._node, None
-        if node is not None:
-            await node.stop(grace)
-
-    def run(self, queues: list[str] | None = None) -> None:
-        """Work the queues until SIGTERM or SIGINT, then stop gracefully (blocking)."""
-        asyncio.run(self._run_until_signal(queues))
-
-    async def _run_until_signal(self, queues: list[str] | None) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await self.start(queues)
-            await stop.wait()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-            await self.stop()
-
-    def drain(self, queue: str | None = None, *, with_scheduled: bool = False) -> dict[str, int]:
-        """Run available jobs now, in this thread; return counts by outcome state.
-
-        Example: ``assert app.drain() == {"completed": 2}``
-        """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            self.ensure_schema()
-            return asyncio.run(run_drain(self, queue, with_scheduled=with_scheduled))
-        raise RuntimeError("app.drain() cannot run inside an event loop: use await app.adrain()")
-
-    async def adrain(
-        self, queue: str | None = None, *, with_scheduled: bool = False
-    ) -> dict[str, int]:
-        """The async twin of :meth:`drain`."""
-        await asyncio.to_thread(self.ensure_schema)
-        return await run_drain(self, queue, with_scheduled=with_scheduled)

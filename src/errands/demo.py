@@ -6,7 +6,8 @@ always fails and is discarded, one scheduled a few seconds ahead, one that
 snoozes, one that cancels itself, one cancelled before it runs, and two with
 opposite priorities. It runs them with ``await app.start()`` under a live
 progress bar, stops when every job is finished (or at a time cap), and
-reports whether each one ended as expected.
+reports whether each one ended as expected (the report itself is
+:mod:`errands.demo_report`).
 
 Example::
 
@@ -31,10 +32,10 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 import errands
-from errands.cli_render import queues_table, state_text
+from errands.cli_render import state_text
+from errands.demo_report import PRIORITY_LAST, print_report
 from errands.job import FINISHED_STATES
 
 __all__ = [
@@ -52,8 +53,6 @@ DEMO_QUEUES: dict[str, int] = {"default": 10, "mail": 5, "reports": 3}
 
 #: The demo's one-behaviour jobs; ``n_jobs`` must be at least this.
 MIN_JOBS = 8
-
-PRIORITY_LAST = "priority 9 (last in queue)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,83 +294,6 @@ async def _run(
     return await asyncio.to_thread(_snapshot, app, ids), node.outcomes
 
 
-def _priority_held(jobs: dict[int, errands.Job], last: Expected) -> bool:
-    job = jobs.get(last.job_id)
-    if job is None or job.attempted_at is None:
-        return False
-    others = [
-        j.attempted_at
-        for j in jobs.values()
-        if j.queue == job.queue and j.id != job.id and j.attempted_at is not None
-    ]
-    return all(at <= job.attempted_at for at in others)
-
-
-def _report(
-    console: Console,
-    expected: Sequence[Expected],
-    jobs: dict[int, errands.Job],
-    outcomes: Counter[str],
-    elapsed: float,
-) -> int:
-    counts: dict[str, dict[str, int]] = {}
-    for job in jobs.values():
-        row = counts.setdefault(job.queue, {})
-        row[str(job.state)] = row.get(str(job.state), 0) + 1
-    console.print(queues_table(counts, title="demo jobs by queue and state"))
-
-    scenarios = Table(title="what each kind of job did", header_style="bold")
-    for name in ("job", "id", "expected", "got", "att.", "ok"):
-        scenarios.add_column(
-            name, justify="right" if name in ("id", "att.") else "left", overflow="fold"
-        )
-    bulk = [item for item in expected if item.label == "bulk"]
-    failed = [item for item in expected if not item.met_by(jobs.get(item.job_id))]
-    if bulk:
-        good = sum(item.met_by(jobs.get(item.job_id)) for item in bulk)
-        scenarios.add_row(
-            f"{len(bulk)} bulk jobs (enqueue_many)",
-            "",
-            state_text("completed"),
-            f"{good} completed",
-            "",
-            _mark(None if good == len(bulk) else f"{len(bulk) - good} not"),
-        )
-    for item in expected:
-        if item.label == "bulk":
-            continue
-        found = jobs.get(item.job_id)
-        problem = item.problem(found)
-        if problem is None and item.label == PRIORITY_LAST and not _priority_held(jobs, item):
-            problem = "started before a lower number"
-            failed.append(item)
-        scenarios.add_row(
-            item.label,
-            str(item.job_id),
-            state_text(item.state),
-            state_text(str(found.state)) if found else "missing",
-            str(found.attempt) if found else "-",
-            _mark(problem),
-        )
-    console.print(scenarios)
-    console.print(
-        "attempt outcomes seen by the worker: "
-        + ", ".join(f"{state} {n}" for state, n in sorted(outcomes.items()))
-    )
-    if failed:
-        console.print(
-            f"[bold red]{len(failed)} job(s) did not end as expected[/] "
-            f"(after {elapsed:.1f}s): ids {', '.join(str(i.job_id) for i in failed)}"
-        )
-        return 1
-    console.print(f"[bold green]all {len(expected)} jobs ended as expected[/] in {elapsed:.1f}s")
-    return 0
-
-
-def _mark(problem: str | None) -> str:
-    return "[green]yes[/]" if problem is None else f"[bold red]NO[/]: {escape(problem)}"
-
-
 def run_demo(
     database_url: str | None = None,
     n_jobs: int = 40,
@@ -404,7 +326,7 @@ def run_demo(
             started = time.monotonic()
             expected = enqueue_demo_jobs(app, n_jobs, timings)
             jobs, outcomes = asyncio.run(_run(app, expected, timings, console))
-            code = _report(console, expected, jobs, outcomes, time.monotonic() - started)
+            code = print_report(console, expected, jobs, outcomes, time.monotonic() - started)
         finally:
             app.close()
     finally:
