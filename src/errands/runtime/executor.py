@@ -50,6 +50,8 @@ log = logging.getLogger("errands.executor")
 
 _MAX_MESSAGE = 2_000
 _MAX_TRACEBACK = 8_000
+#: The stored result of a body that returned None (what codec.encode(None) gives).
+_NULL = b"null"
 
 
 class JobTimeoutError(TimeoutError):
@@ -222,6 +224,8 @@ def classify(
         return Ack(id=job.id, attempt=job.attempt, producer=producer, state=state, **outcome)
 
     if exc is None:
+        if result is None:  # most bodies return nothing: skip encoding and its checks
+            return Ack(job.id, job.attempt, producer, JobState.COMPLETED, _NULL)
         try:
             encoded = codec.encode(result, f"result of {job.worker}")
         except Exception as error:
