@@ -2,8 +2,9 @@
 
 WAL lets readers run beside the one writer; every write is a short
 ``BEGIN IMMEDIATE`` transaction so two processes never deadlock upgrading a
-read lock, and ``busy_timeout`` makes a writer wait its turn instead of failing
-with "database is locked". Each process keeps one connection behind a lock.
+read lock; writers take turns on a file lock (``sqlite_writer``), and
+``busy_timeout`` covers any other writer. Each process keeps one connection
+behind a lock.
 Cross-process wake-ups come from ``PRAGMA data_version``, which changes when
 another connection commits: a cheap read polled every few milliseconds.
 
@@ -40,6 +41,7 @@ from errands.engines.sqlite_insert import insert_cron_on, insert_on, insert_uniq
 from errands.engines.sqlite_inspect import SQLiteInspect
 from errands.engines.sqlite_listen import DataVersionListener, driver_connection
 from errands.engines.sqlite_util import dict_rows, json_list, sql
+from errands.engines.sqlite_writer import WriterLock
 from errands.errors import DatabaseError, SchemaError
 from errands.job import Job, JobState, NewJob
 from errands.limits import LimitedClaim, QueueLimits
@@ -74,6 +76,7 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
         self._backlogged: set[str] = set()
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
+        self._writer = WriterLock(path)
 
     # -- connections ---------------------------------------------------------
     def _error(self, exc: sqlite3.Error, doing: str) -> DatabaseError:
@@ -122,7 +125,7 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
 
     @contextmanager
     def _write(self, doing: str) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._writer:
             conn = self._connection()
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -143,6 +146,7 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+            self._writer.close()
 
     # -- schema ----------------------------------------------------------------
     def _stored_version(self, conn: sqlite3.Connection) -> int:
