@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from errands.app import App
+from errands.runtime.startup import start_when_reachable
 from errands.runtime.supervisor import Supervisor
 
 __all__ = ["hard_exit", "queue_list", "run_worker", "supervise"]
@@ -84,7 +85,11 @@ async def _work(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, int(sig))
     try:
-        node = await app.start(queues)
+        # A database that cannot be reached yet (restarting, DNS not ready) is waited
+        # for; a signal meanwhile stops the worker as if it had run no job.
+        node = await start_when_reachable(lambda: app.start(queues), stop)
+        if node is None:
+            return Counter()
         limits = ", ".join(f"{name}({c.limit})" for name, c in node.queue_configs.items())
         console.print(
             f"errands worker {escape(node.name)} started: queues {escape(limits)}; "
@@ -110,7 +115,12 @@ def run_worker(
     grace: float | None,
     console: Console,
 ) -> None:
-    """Run ``app``'s queues in this process until SIGTERM/SIGINT; print a summary."""
+    """Run ``app``'s queues in this process until SIGTERM/SIGINT; print a summary.
+
+    While the database cannot be reached at start-up, keeps trying (see
+    :func:`~errands.runtime.startup.start_when_reachable`); other start-up
+    errors are raised.
+    """
     if concurrency is not None:
         chosen = queues if queues is not None else list(app.queues)
         app.queues = {

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, cast
 
 from errands.runtime.drain import drain as run_drain
 from errands.runtime.node import Node
+from errands.runtime.startup import start_when_reachable
 
 if TYPE_CHECKING:
     from errands.app import App
@@ -48,7 +49,10 @@ class Lifecycle:
         return self._node
 
     async def start(self, queues: list[str] | None = None) -> Node:
-        """Start working the queues in the running event loop; returns the node."""
+        """Start working the queues in the running event loop; returns the node.
+
+        Raises at once if the database cannot be reached (no retry, unlike :meth:`run`).
+        """
         if self._node is not None:
             raise RuntimeError("this app is already running; call stop() first")
         # Node takes the whole App; this mixin is only ever part of App.
@@ -69,7 +73,12 @@ class Lifecycle:
             await node.stop(grace)
 
     def run(self, queues: list[str] | None = None) -> None:
-        """Work the queues until SIGTERM or SIGINT, then stop gracefully (blocking)."""
+        """Work the queues until SIGTERM or SIGINT, then stop gracefully (blocking).
+
+        Like ``errands worker``, it waits for a database that cannot be reached
+        at start-up, logging a warning per attempt; other errors (a missing
+        schema, bad configuration) are raised. :meth:`start` raises at once.
+        """
         asyncio.run(self._run_until_signal(queues))
 
     async def _run_until_signal(self, queues: list[str] | None) -> None:
@@ -78,8 +87,8 @@ class Lifecycle:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await self.start(queues)
-            await stop.wait()
+            if await start_when_reachable(lambda: self.start(queues), stop) is not None:
+                await stop.wait()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
