@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from errands.bench.jobs import BENCH_QUEUE, bench_app
+from errands.bench.statements import count_statements
+from errands.bench.workloads import Target, drain
+from errands.engines.base import Ack
+from errands.job import JobState
+from tests.support import POSTGRES_URL, postgres_schema
 
 
 def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
@@ -33,6 +44,7 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=300,
+        env=dict(os.environ, COLUMNS="200"),  # so rich prints figure names unwrapped
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(out.read_text())
@@ -47,3 +59,78 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
         figure = figures[key]
         assert figure["median"] > 0 and len(figure["runs"]) == 1
     assert figures[("drain c=10", "rss_mib")]["median"] > 5
+    statements = figures[("drain c=10", "sql_statements_per_job")]
+    assert statements["median"] > 0 and len(statements["runs"]) == 1
+    assert "sql_statements_per_job" in proc.stdout  # the printed table has it too
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_drain_reports_sql_statements_per_job(engine: str, tmp_path: Path) -> None:
+    # Quick mode's size of "drain c=10"; a schema of its own so parallel tests never clash.
+    jobs = 2_000
+    if engine == "sqlite":
+        figures = drain(Target.sqlite(str(tmp_path / "bench.db")), jobs=jobs, concurrency=10)
+    else:
+        with postgres_schema() as schema:
+            figures = drain(Target.postgres(POSTGRES_URL, schema), jobs=jobs, concurrency=10)
+    per_job, calls = figures["sql_statements_per_job"], figures["engine_calls_per_job"]
+    assert calls > 0, figures  # still reported beside the new figure
+    if engine == "sqlite":
+        # Each outcome is an UPDATE of its own (executemany runs once per row) and each
+        # engine call adds at least one statement more (BEGIN/claim/COMMIT, or the probe).
+        assert per_job >= 1 + calls, figures
+    else:
+        # One statement carries a batch of outcomes and a claim, and every counted
+        # engine call sends at least one statement.
+        assert per_job >= calls, figures
+    assert per_job < 3, figures  # the listener's polls and heartbeats are not per job
+
+
+def test_sqlite_statements_are_counted_one_per_executed_statement(tmp_path: Path) -> None:
+    original_connect = sqlite3.connect
+    with count_statements("sqlite") as statements:
+        app = bench_app(f"sqlite:///{tmp_path}/jobs.db", None)  # opens its connection here
+        noop = app.registry.resolve("bench.noop")
+        app.enqueue_many([app.new_job(noop, {"i": i}) for i in range(10)])
+        engine = app.engine
+
+        before = statements.total
+        claimed = engine.fetch(BENCH_QUEUE, 3, "p1", ["bench.noop"])
+        # The probe SELECT, BEGIN IMMEDIATE, the claim UPDATE, COMMIT.
+        assert (len(claimed), statements.total - before) == (3, 4)
+
+        before = statements.total
+        acks = [Ack(job.id, job.attempt, "p1", JobState.COMPLETED) for job in claimed]
+        applied, more, _ = engine.ack_fetch(acks, BENCH_QUEUE, 2, "p1", ["bench.noop"])
+        # BEGIN IMMEDIATE, one UPDATE per ack (executemany), the claim, COMMIT.
+        assert (applied, len(more), statements.total - before) == (3, 2, 6)
+
+        before = statements.total
+        with statements.paused():  # the harness's own reads are left out
+            engine.queue_counts()
+        assert statements.total == before
+        app.close()
+    assert sqlite3.connect is original_connect
+
+
+def test_postgres_statements_count_what_the_server_runs() -> None:
+    import psycopg
+
+    execute = psycopg.Cursor.execute
+    with (
+        count_statements("postgres") as statements,
+        psycopg.connect(POSTGRES_URL, autocommit=True) as conn,
+    ):
+        conn.execute("SELECT 1")  # through Cursor.execute, counted once
+        assert statements.total == 1
+        with conn.cursor() as cur:
+            cur.executemany("SELECT %s::int", [(i,) for i in range(3)])
+            assert statements.total == 4  # once per parameter set
+            with conn.transaction():
+                cur.execute("SELECT 2")
+            assert statements.total == 7  # BEGIN, the SELECT, COMMIT
+            with cur.copy("COPY (SELECT 1) TO STDOUT") as copy:
+                list(copy)
+            assert statements.total == 8
+    assert psycopg.Cursor.execute is execute
+    assert "_exec_command" not in vars(psycopg.Connection)  # inherited again, not shadowed

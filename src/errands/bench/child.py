@@ -3,7 +3,8 @@
 The parent starts every child, waits for each to print ``ready`` (imports
 done, database open), then writes ``go`` to all at once, so process start-up
 never counts as drain time. A child reports when it started, when its last
-outcome was written, its peak RSS and how many engine calls it made.
+outcome was written, its peak RSS, how many engine calls it made and how many
+SQL statements its connections sent (see :mod:`errands.bench.statements`).
 
 Example (what the harness runs)::
 
@@ -20,12 +21,15 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from errands.app import App
 from errands.bench.jobs import BENCH_QUEUE, env_app
+from errands.bench.statements import StatementCounter, count_statements
 
 __all__ = ["count_calls", "peak_rss_kib"]
+
+T = TypeVar("T")
 
 _COUNTED = (
     "fetch",
@@ -66,11 +70,13 @@ def count_calls(engine: Any, calls: Counter[str], last_ack: list[float]) -> None
         setattr(engine, name, functools.wraps(original)(counted))
 
 
-async def _work(app: App, expect: int) -> dict[str, Any]:
+async def _work(app: App, expect: int, statements: StatementCounter) -> dict[str, Any]:
     calls: Counter[str] = Counter()
     last_ack = [0.0]
     count_calls(app.engine, calls, last_ack)
     started = time.time()
+    # Opening the database and checking the schema came before "go": not drain load.
+    statements_before = statements.total
     node = await app.start([BENCH_QUEUE])
     producer = node.producers[BENCH_QUEUE]
     idle_since: float | None = None
@@ -83,7 +89,7 @@ async def _work(app: App, expect: int) -> dict[str, Any]:
         idle_since = idle_since or time.monotonic()
         if time.monotonic() - idle_since < 0.05 or node.outcomes.total() < expect:
             continue
-        counts = await node.call_db(app.engine.queue_counts)
+        counts = await node.call_db(_uncounted, statements, app.engine.queue_counts)
         left = counts.get(BENCH_QUEUE, {})
         if not any(left.get(state, 0) for state in ("available", "executing", "scheduled")):
             break
@@ -95,19 +101,29 @@ async def _work(app: App, expect: int) -> dict[str, Any]:
         "last_ack": last_ack[0],
         "outcomes": outcomes,
         "engine_calls": dict(calls),
+        "sql_statements": statements.total - statements_before,
         "rss_kib": peak_rss_kib(),
     }
+
+
+def _uncounted(statements: StatementCounter, read: Callable[[], T]) -> T:
+    """``read()`` with its statements left out: the harness's end check is not worker load."""
+    with statements.paused():
+        return read()
 
 
 def main() -> None:
     """Entry point of ``python -m errands.bench.child``."""
     app = env_app()
-    app.ensure_schema()
-    print("ready", flush=True)
-    if sys.stdin.readline().strip() != "go":
-        return
-    report = asyncio.run(_work(app, int(os.environ.get("ERRANDS_BENCH_EXPECT", "0"))))
-    app.close()
+    # Counting starts before the first connection opens: SQLite traces only new ones.
+    with count_statements(app.engine.dialect) as statements:
+        app.ensure_schema()
+        print("ready", flush=True)
+        if sys.stdin.readline().strip() != "go":
+            return
+        expect = int(os.environ.get("ERRANDS_BENCH_EXPECT", "0"))
+        report = asyncio.run(_work(app, expect, statements))
+        app.close()
     print(json.dumps(report), flush=True)
 
 

@@ -80,6 +80,11 @@ WORKLOADS = [
 ]
 
 
+def _shown(value: float) -> str:
+    """A figure for the table: per-job counts below 10 need more than one decimal."""
+    return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+
+
 def environment(targets: list[Target]) -> dict[str, Any]:
     """The machine, Python and database versions the figures belong to."""
     cpu = "unknown"
@@ -157,8 +162,8 @@ def bench(
                     workload.name,
                     target.engine,
                     key,
-                    f"{median:,.1f}",
-                    ", ".join(f"{v:,.1f}" for v in values),
+                    _shown(median),
+                    ", ".join(_shown(v) for v in values),
                 )
             console.print(f"done: {workload.name} on {target.engine}")
     console.print(table)

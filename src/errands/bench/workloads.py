@@ -3,7 +3,8 @@
 - ``enqueue``: single ``enqueue`` calls (each its own transaction) and one
   ``enqueue_many`` batch — jobs/s.
 - ``drain``: pre-inserted no-op jobs, worker process(es) at a concurrency —
-  jobs/s from first start to last recorded outcome, peak RSS, engine calls/job.
+  jobs/s from first start to last recorded outcome, peak RSS, engine calls/job
+  and SQL statements/job (counted at the driver: see ``errands.bench.statements``).
 - ``latency``: an idle worker; jobs enqueued at a steady rate from this
   process — insert-to-start p50/p95/p99.
 - ``io`` / ``cpu``: 100 ms async sleeps at concurrency 100; 10 ms CPU-bound
@@ -152,10 +153,13 @@ def drain(
         raise RuntimeError(f"drain completed {done} of {jobs} jobs: {reports}")
     elapsed = max(r["last_ack"] for r in reports) - min(r["started"] for r in reports)
     calls = sum(sum(r["engine_calls"].values()) for r in reports)
+    statements = sum(r["sql_statements"] for r in reports)
     return {
         "jobs_s": jobs / elapsed,
         "rss_mib": max(r["rss_kib"] for r in reports) / 1024,
         "engine_calls_per_job": calls / jobs,
+        # Every statement the workers' connections ran, listener and heartbeat included.
+        "sql_statements_per_job": statements / jobs,
     }
 
 
