@@ -88,10 +88,15 @@ class Setup:
             await self.app.stop()
 
 
+@pytest.fixture
+def setup(make_app: Callable[..., errands.App]) -> Setup:
+    """The jobs of :class:`Setup` on an app whose one queue runs one job at a time."""
+    return Setup(make_app(queues={"default": 1}))
+
+
 def test_a_quick_queue_claims_ahead_but_never_runs_more_than_its_limit(
-    make_app: Callable[..., errands.App], arun: Callable[..., Any], until: Until
+    setup: Setup, arun: Callable[..., Any], until: Until
 ) -> None:
-    setup = Setup(make_app(queues={"default": 1}))
 
     async def main() -> None:
         async with setup.held(until) as (block, ahead, behind):
@@ -109,10 +114,9 @@ def test_a_quick_queue_claims_ahead_but_never_runs_more_than_its_limit(
 
 
 def test_pausing_hands_back_the_jobs_claimed_ahead(
-    make_app: Callable[..., errands.App], arun: Callable[..., Any], until: Until
+    setup: Setup, arun: Callable[..., Any], until: Until
 ) -> None:
-    app = make_app(queues={"default": 1})
-    setup = Setup(app)
+    app = setup.app
 
     async def main() -> None:
         async with setup.held(until) as (_, ahead, _):
@@ -130,10 +134,9 @@ def test_pausing_hands_back_the_jobs_claimed_ahead(
 
 
 def test_stopping_hands_back_the_jobs_claimed_ahead_without_spending_an_attempt(
-    make_app: Callable[..., errands.App], arun: Callable[..., Any], until: Until
+    setup: Setup, arun: Callable[..., Any], until: Until
 ) -> None:
-    app = make_app(queues={"default": 1})
-    setup = Setup(app)
+    app = setup.app
 
     async def main() -> errands.Job:
         async with setup.held(until) as (_, ahead, _):
@@ -151,11 +154,9 @@ def test_stopping_hands_back_the_jobs_claimed_ahead_without_spending_an_attempt(
 
 
 def test_jobs_claimed_ahead_go_back_when_the_running_jobs_turn_slow(
-    make_app: Callable[..., errands.App], arun: Callable[..., Any], until: Until
+    setup: Setup, arun: Callable[..., Any], until: Until
 ) -> None:
     """After HOLD s without a free slot, another node should have the waiting job."""
-    app = make_app(queues={"default": 1})
-    setup = Setup(app)
 
     async def main() -> None:
         async with setup.held(until) as (_, ahead, _):
@@ -174,10 +175,9 @@ def test_jobs_claimed_ahead_go_back_when_the_running_jobs_turn_slow(
 
 
 def test_a_cancelled_job_claimed_ahead_never_runs(
-    make_app: Callable[..., errands.App], arun: Callable[..., Any], until: Until
+    setup: Setup, arun: Callable[..., Any], until: Until
 ) -> None:
-    app = make_app(queues={"default": 1})
-    setup = Setup(app)
+    app = setup.app
 
     async def main() -> None:
         async with setup.held(until) as (block, ahead, _):
@@ -193,55 +193,40 @@ def test_a_cancelled_job_claimed_ahead_never_runs(
     assert setup.ran == ["block", "later-2"]
 
 
+async def _claims_only_free_slots(setup: Setup, until: Until, *, warm_up: bool) -> None:
+    """With the only slot busy, the next job stays in the queue (nothing claimed ahead)."""
+    app = setup.app
+    if warm_up:
+        await app.aenqueue_many([setup.quick.new() for _ in range(WARM_UP)])
+    node = await app.start()
+    try:
+        if warm_up:
+            await until(lambda: node.outcomes["completed"] >= WARM_UP, 10)
+        block = await setup.block.options(priority=0).aenqueue()
+        later = await setup.later.options(priority=1).aenqueue(n=1)
+        await until(lambda: "block" in setup.ran, 5)
+        await asyncio.sleep(0.3)
+        assert node.producers["default"].held == [block.id]
+        assert setup.state(later.id) == (JobState.AVAILABLE, 0, None)
+        setup.release.set()
+        await until(lambda: len(setup.ran) == 2, 5)
+    finally:
+        setup.release.set()
+        await app.stop()
+
+
 def test_a_queue_with_global_limits_claims_only_its_free_slots(
     make_app: Callable[..., errands.App], arun: Callable[..., Any], until: Until
 ) -> None:
     """Global limits count executing jobs across nodes: nothing is claimed ahead there."""
-    app = make_app(queues={"default": {"limit": 1, "global_limit": 5}})
-    setup = Setup(app)
-
-    async def main() -> None:
-        await app.aenqueue_many([setup.quick.new() for _ in range(WARM_UP)])
-        node = await app.start()
-        try:
-            await until(lambda: node.outcomes["completed"] >= WARM_UP, 10)
-            block = await setup.block.options(priority=0).aenqueue()
-            later = await setup.later.options(priority=1).aenqueue(n=1)
-            await until(lambda: "block" in setup.ran, 5)
-            await asyncio.sleep(0.3)
-            assert node.producers["default"].held == [block.id]
-            assert setup.state(later.id) == (JobState.AVAILABLE, 0, None)
-            setup.release.set()
-            await until(lambda: len(setup.ran) == 2, 5)
-        finally:
-            setup.release.set()
-            await app.stop()
-
-    arun(main())
+    setup = Setup(make_app(queues={"default": {"limit": 1, "global_limit": 5}}))
+    arun(_claims_only_free_slots(setup, until, warm_up=True))
     assert setup.ran == ["block", "later-1"]
 
 
 def test_a_slow_queue_claims_only_its_free_slots(
-    make_app: Callable[..., errands.App], arun: Callable[..., Any], until: Until
+    setup: Setup, arun: Callable[..., Any], until: Until
 ) -> None:
     """Until jobs prove quick, a producer claims no more than its free slots."""
-    app = make_app(queues={"default": 1})
-    setup = Setup(app)
-
-    async def main() -> None:
-        node = await app.start()
-        try:
-            block = await setup.block.options(priority=0).aenqueue()
-            later = await setup.later.options(priority=1).aenqueue(n=1)
-            await until(lambda: "block" in setup.ran, 5)
-            await asyncio.sleep(0.3)
-            assert node.producers["default"].held == [block.id]
-            assert setup.state(later.id) == (JobState.AVAILABLE, 0, None)
-            setup.release.set()
-            await until(lambda: len(setup.ran) == 2, 5)
-        finally:
-            setup.release.set()
-            await app.stop()
-
-    arun(main())
+    arun(_claims_only_free_slots(setup, until, warm_up=False))
     assert setup.ran == ["block", "later-1"]
