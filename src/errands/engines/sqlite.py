@@ -30,7 +30,6 @@ import orjson
 from errands.engines.base import (
     Ack,
     CronSlot,
-    ProducerInfo,
     RescueCounts,
     WakeUp,
     claimed_jobs,
@@ -40,6 +39,7 @@ from errands.engines.sqlite_control import SQLiteControl
 from errands.engines.sqlite_insert import insert_cron_on, insert_on, insert_unique_on
 from errands.engines.sqlite_inspect import SQLiteInspect
 from errands.engines.sqlite_listen import DataVersionListener, driver_connection
+from errands.engines.sqlite_liveness import SQLiteLiveness
 from errands.engines.sqlite_util import dict_rows, json_list, sql
 from errands.engines.sqlite_writer import WriterLock
 from errands.errors import DatabaseError, SchemaError
@@ -49,7 +49,7 @@ from errands.limits import LimitedClaim, QueueLimits
 __all__ = ["SQLiteEngine"]
 
 
-class SQLiteEngine(SQLiteControl, SQLiteInspect):
+class SQLiteEngine(SQLiteControl, SQLiteInspect, SQLiteLiveness):
     """Jobs in a SQLite file. Thread-safe; one writer connection per process."""
 
     dialect = "sqlite"
@@ -361,43 +361,6 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect):
         with self._read("reading cron slots") as conn:
             rows = conn.execute(sql("cron_history"), {"names": json_list(names)}).fetchall()
         return {name: float(slot) for name, slot in rows}
-
-    # -- liveness ----------------------------------------------------------------
-    def register_producer(self, producer: ProducerInfo) -> None:
-        """Record ``producer`` as alive now."""
-        params = {
-            "id": producer.id,
-            "node": producer.node,
-            "queue": producer.queue,
-            "pid": producer.pid,
-            "now": time.time(),
-        }
-        with self._write("registering a producer") as conn:
-            conn.execute(sql("register_producer"), params)
-
-    def heartbeat(self, producers: Sequence[str]) -> None:
-        """Mark ``producers`` alive now."""
-        with self._write("recording a heartbeat") as conn:
-            conn.execute(sql("heartbeat"), {"now": time.time(), "producers": json_list(producers)})
-
-    def unregister_producers(self, producers: Sequence[str]) -> None:
-        """Forget ``producers``."""
-        with self._write("unregistering producers") as conn:
-            conn.execute(sql("unregister_producers"), {"producers": json_list(producers)})
-
-    def acquire_leader(self, node: str, ttl: float) -> bool:
-        """Take or renew the lease; True if ``node`` now leads."""
-        now = time.time()
-        with self._write("electing a leader") as conn:
-            row = conn.execute(
-                sql("acquire_leader"), {"node": node, "now": now, "expires_at": now + ttl}
-            ).fetchone()
-        return row is not None and row[0] == node
-
-    def release_leader(self, node: str) -> None:
-        """Give the lease up if ``node`` holds it."""
-        with self._write("releasing leadership") as conn:
-            conn.execute(sql("release_leader"), {"node": node})
 
     def listen(self, wake_up: WakeUp) -> DataVersionListener | None:
         """Wake producers when another connection commits (``PRAGMA data_version``)."""
