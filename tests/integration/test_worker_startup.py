@@ -290,3 +290,21 @@ def test_other_start_up_errors_still_fail_fast(
     assert RETRY_WARNING not in worker.stderr
     if entry == "worker":
         assert "error: " in worker.stderr and "Traceback" not in worker.stderr
+
+
+def test_processes_that_keep_failing_at_start_up_make_the_supervisor_exit(
+    tmp_path: Path, worker_env: dict[str, str]
+) -> None:
+    """Every child fails on the never-migrated schema (auto_migrate is off on PostgreSQL):
+    the supervisor gives up after a few tries instead of restarting them forever."""
+    env = {**worker_env, "TEST_DATABASE_URL": POSTGRES_URL}
+    worker = Worker(worker_command("worker", "--processes", "2"), tmp_path, env)
+    try:
+        code = worker.wait(within=90)
+    finally:
+        worker.kill()
+    assert code == 1, worker.stderr
+    assert "run `errands migrate`" in worker.stderr  # each child's own error
+    assert worker.stderr.count("keep failing at start-up") == 1, worker.stderr
+    assert "exiting with code 1" in worker.stderr
+    assert "Traceback" not in worker.stderr
