@@ -115,7 +115,7 @@ def _uncounted(statements: StatementCounter, read: Callable[[], T]) -> T:
 def main() -> None:
     """Entry point of ``python -m errands.bench.child``."""
     app = env_app()
-    # Counting starts before the first connection opens: SQLite traces only new ones.
+    # Counting starts before the first connection opens: SQLite counts only new ones.
     with count_statements(app.engine.dialect) as statements:
         app.ensure_schema()
         print("ready", flush=True)
