@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -172,6 +173,22 @@ def test_jobs_claimed_ahead_go_back_when_the_running_jobs_turn_slow(
 
     arun(main())
     assert setup.ran == ["block", "later-1", "later-2"]
+
+
+def test_jobs_claimed_ahead_go_back_when_the_running_jobs_turn_slow_even_between_polls(
+    make_app: Callable[..., errands.App], arun: Callable[..., Any], until: Until
+) -> None:
+    """A timer wakes the producer HOLD s after the claim: no poll needed (this one is 30 s)."""
+    setup = Setup(make_app(queues={"default": 1}, poll_interval=30.0))
+
+    async def main() -> float:
+        async with setup.held(until) as (_, ahead, _):
+            held = time.monotonic()
+            await until(lambda: setup.state(ahead.id)[0] == JobState.AVAILABLE, 10)
+            return time.monotonic() - held
+
+    assert arun(main()) < 10  # well before the next poll
+    assert setup.ran == ["block"]
 
 
 def test_a_cancelled_job_claimed_ahead_never_runs(

@@ -72,8 +72,10 @@ class Producer:
         self.running: dict[int, Job] = {}
         #: Jobs claimed ahead of free slots, not started yet, in claim order.
         self._ready: list[Job] = []
-        #: Loop time the oldest job in _ready was claimed.
+        #: Loop time the oldest job in _ready was claimed, and the timer that wakes
+        #: the loop HOLD s later (slow jobs free no slot to wake it).
         self._ready_at = 0.0
+        self._hold_timer: asyncio.TimerHandle | None = None
         #: The tasks of running jobs that have one (async bodies, process executor).
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._sync = SyncRunner(node.threads, node.runaways, self._finish_batch)
@@ -199,6 +201,7 @@ class Producer:
                     self._ready_at = asyncio.get_running_loop().time()
                 self._ready.extend(jobs)
                 self._start_ready()
+                self._arm_hold()
             self.fetched += len(jobs)
             if not jobs:
                 await self._check_unknown_workers()
@@ -242,12 +245,23 @@ class Producer:
         """Release the jobs claimed ahead if the queue paused or they waited ``HOLD`` s."""
         if not self.paused:
             if asyncio.get_running_loop().time() - self._ready_at <= HOLD:
+                self._arm_hold()
                 return
             # No slot freed for HOLD s: the running jobs turned slow. Let another
             # node have the waiting ones, and claim ahead again only once quick
             # jobs have brought the moving average back down.
             self._job_time = max(self._job_time, HOLD)
         await self._release_ready()
+
+    def _arm_hold(self) -> None:
+        """Wake the loop when the oldest waiting job has waited HOLD s (once per wait)."""
+        if self._ready and self._hold_timer is None and not self._stopping:
+            loop = asyncio.get_running_loop()
+            self._hold_timer = loop.call_at(self._ready_at + HOLD, self._hold_expired)
+
+    def _hold_expired(self) -> None:
+        self._hold_timer = None
+        self._wake.set()
 
     async def _release_ready(self) -> None:
         """Hand the jobs claimed ahead back to the queue, their attempts not spent."""
@@ -372,9 +386,10 @@ class Producer:
         """
         self._stopping = True
         self._wake.set()
-        if self._poll_timer is not None:
-            self._poll_timer.cancel()
-            self._poll_timer = None
+        for timer in (self._poll_timer, self._hold_timer):
+            if timer is not None:
+                timer.cancel()
+        self._poll_timer = self._hold_timer = None
         if self._task is not None:
             await self._task
             self._task = None
