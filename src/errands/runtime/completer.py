@@ -62,6 +62,8 @@ class Completer:
 
     def take(self, limit: int | None = None) -> list[Ack]:
         """Hand up to ``limit`` pending acks (all: None) to a claim that records them itself."""
+        if limit == 0:  # PostgreSQL's claims carry none: no copy of the pending list per claim
+            return []
         if limit is None or len(self.pending) <= limit:
             taken, self.pending = self.pending, []
         else:
