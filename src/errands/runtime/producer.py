@@ -72,8 +72,9 @@ class Producer:
         self.running: dict[int, Job] = {}
         #: Jobs claimed ahead of free slots, not started yet, in claim order.
         self._ready: list[Job] = []
-        #: Loop time the oldest job in _ready was claimed, and the timer that wakes
-        #: the loop HOLD s later (slow jobs free no slot to wake it).
+        #: Loop time the jobs in _ready last moved (claimed into an empty list, or
+        #: some started in freed slots), and the timer that wakes the loop HOLD s
+        #: later (slow jobs free no slot to wake it).
         self._ready_at = 0.0
         self._hold_timer: asyncio.TimerHandle | None = None
         #: The tasks of running jobs that have one (async bodies, process executor).
@@ -254,7 +255,7 @@ class Producer:
         await self._release_ready()
 
     def _arm_hold(self) -> None:
-        """Wake the loop when the oldest waiting job has waited HOLD s (once per wait)."""
+        """Wake the loop HOLD s after the waiting jobs last moved (one timer at a time)."""
         if self._ready and self._hold_timer is None and not self._stopping:
             loop = asyncio.get_running_loop()
             self._hold_timer = loop.call_at(self._ready_at + HOLD, self._hold_expired)
