@@ -50,6 +50,10 @@ class Heartbeat:
         self.beats = 0
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        # start and stop run on different database threads: a node whose start-up
+        # was cancelled (a signal) stops while its heartbeat may still be starting.
+        self._lock = threading.Lock()
+        self._closed = False
 
     def beat(self) -> None:
         """One heartbeat and lease renewal, now (errors are logged, not raised)."""
@@ -69,22 +73,28 @@ class Heartbeat:
         self.beats += 1
 
     def start(self) -> None:
-        """Beat once now, then every ``interval`` seconds on a daemon thread."""
-        if self._thread is not None:
-            return
-        self._stopped.clear()
-        self.beat()
-        self._thread = threading.Thread(target=self._run, name="errands-heartbeat", daemon=True)
-        self._thread.start()
+        """Beat once now, then every ``interval`` seconds on a daemon thread.
+
+        Does nothing once :meth:`stop` was called: a heartbeat left running for
+        producers that are gone would keep their jobs from ever being rescued.
+        """
+        with self._lock:
+            if self._thread is not None or self._closed:
+                return
+            self.beat()
+            self._thread = threading.Thread(target=self._run, name="errands-heartbeat", daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         while not self._stopped.wait(self.interval):
             self.beat()
 
     def stop(self) -> None:
-        """Stop beating and give the lease up. Safe twice or before start."""
-        self._stopped.set()
-        thread, self._thread = self._thread, None
+        """Stop beating and give the lease up, for good. Safe twice or before start."""
+        with self._lock:  # waits for a start under way, so its thread is stopped too
+            self._closed = True
+            self._stopped.set()
+            thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout=self.interval + 5)
             if self.is_leader:
