@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from errands.bench.calibrate import calibrate
 from errands.bench.jobs import BENCH_QUEUE, bench_app
 from errands.bench.statements import count_statements
 from errands.bench.workloads import Target, drain
@@ -48,7 +49,11 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(out.read_text())
-    assert report["environment"]["cores"] >= 1 and report["environment"]["sqlite"]
+    env = report["environment"]
+    assert env["cores"] >= 1 and env["sqlite"]
+    # The calibration that lets figures from two machines be told apart.
+    assert env["python_op_us"] > 0 and env["thread_hop_us"] > 0 and "pg_round_trip_us" not in env
+    assert "thread_hop_us" in proc.stdout
     figures = {(f["workload"], f["figure"]): f for f in report["figures"]}
     assert not [key for key in figures if key[1] == "failed"], figures
     for key in [
@@ -62,6 +67,13 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     statements = figures[("drain c=10", "sql_statements_per_job")]
     assert statements["median"] > 0 and len(statements["runs"]) == 1
     assert "sql_statements_per_job" in proc.stdout  # the printed table has it too
+
+
+def test_calibration_times_a_postgres_round_trip() -> None:
+    figures = calibrate(POSTGRES_URL)
+    assert set(figures) == {"python_op_us", "thread_hop_us", "pg_round_trip_us"}
+    # A loopback round trip costs more than a dict encoded to JSON, and both take time.
+    assert figures["pg_round_trip_us"] > figures["python_op_us"] > 0
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgres"])

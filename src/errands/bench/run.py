@@ -26,6 +26,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from errands.bench.calibrate import calibrate
 from errands.bench.workloads import Target, drain, enqueue, latency
 
 __all__ = ["WORKLOADS", "bench", "environment"]
@@ -86,7 +87,7 @@ def _shown(value: float) -> str:
 
 
 def environment(targets: list[Target]) -> dict[str, Any]:
-    """The machine, Python and database versions the figures belong to."""
+    """The machine, Python and database versions the figures belong to, and how fast it is."""
     cpu = "unknown"
     try:
         with open("/proc/cpuinfo") as info:
@@ -101,7 +102,9 @@ def environment(targets: list[Target]) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "sqlite": sqlite3.sqlite_version,
+        "load average": " ".join(f"{load:.2f}" for load in os.getloadavg()),
     }
+    pg_url = None
     for target in targets:
         if target.engine == "postgres":
             import psycopg
@@ -112,6 +115,10 @@ def environment(targets: list[Target]) -> dict[str, Any]:
                 for setting in ("synchronous_commit", "shared_buffers", "fsync"):
                     row = conn.execute(f"SHOW {setting}").fetchone()
                     env[f"postgres {setting}"] = row[0] if row else "?"
+            pg_url = target.url
+    # Figures only compare within one machine: these say how fast this one is.
+    for name, value in calibrate(pg_url).items():
+        env[name] = value
     return env
 
 
