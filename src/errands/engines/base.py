@@ -287,8 +287,17 @@ class Engine(Protocol):
 
 
 def load_sql(dialect: str, name: str) -> str:
-    """The text of ``engines/sql/<dialect>/<name>.sql``."""
-    return resources.files("errands.engines").joinpath("sql", dialect, f"{name}.sql").read_text()
+    """The text of ``engines/sql/<dialect>/<name>.sql``, its includes expanded.
+
+    ``-- include: _fragment`` lines are replaced by ``_fragment.sql`` of the same
+    folder (see :mod:`errands.engines.sql_text`).
+
+    Example: ``load_sql("sqlite", "claimable")`` (with ``_limited_ranked.sql`` in it)
+    """
+    from errands.engines.sql_text import expand_includes
+
+    text = resources.files("errands.engines").joinpath("sql", dialect, f"{name}.sql").read_text()
+    return expand_includes(dialect, text, source=f"{name}.sql")
 
 
 def job_from_row(row: Mapping[str, Any]) -> Job:

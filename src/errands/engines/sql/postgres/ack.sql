@@ -7,18 +7,8 @@ WITH settings AS (
     SELECT set_config('synchronous_commit', %(commit)s::text, true) AS commit_mode
 ),
 acked AS (
-    UPDATE {schema}.errands_jobs AS j
-    SET state = a.state,
-        result = a.result::jsonb,
-        errors = CASE WHEN a.error IS NULL THEN j.errors
-                      ELSE j.errors || jsonb_build_array(a.error::jsonb) END,
-        scheduled_at = coalesce(to_timestamp(a.scheduled_at), j.scheduled_at),
-        max_attempts = j.max_attempts + CASE WHEN a.snoozed THEN 1 ELSE 0 END,
-        finished_at = CASE WHEN a.state IN ('completed', 'cancelled', 'discarded')
-                           THEN now() END
-    FROM json_to_recordset(%(acks)s::json)
-         AS a(id bigint, attempt integer, producer text, state text, result text,
-              error text, scheduled_at float8, snoozed boolean)
+    -- include: _ack_update
+    -- include: _ack_input
     WHERE j.id = a.id
       AND j.state = 'executing'
       AND j.attempt = a.attempt

@@ -20,9 +20,8 @@ WITH settings AS (
     SELECT set_config('synchronous_commit', %(commit)s::text, true) AS commit_mode
 ),
 input AS (
-    SELECT * FROM json_to_recordset(%(acks)s::json)
-         AS a(id bigint, attempt integer, producer text, state text, result text,
-              error text, scheduled_at float8, snoozed boolean)
+    SELECT *
+    -- include: _ack_input
 ),
 -- Outcomes skip rows another transaction has locked (an operator's UPDATE, a
 -- rescue): waiting for them would stall the claim too. The client hands the
@@ -38,15 +37,7 @@ skipped AS (
       AND a.id NOT IN (SELECT id FROM lockable)
 ),
 acked AS (
-    UPDATE {schema}.errands_jobs AS j
-    SET state = a.state,
-        result = a.result::jsonb,
-        errors = CASE WHEN a.error IS NULL THEN j.errors
-                      ELSE j.errors || jsonb_build_array(a.error::jsonb) END,
-        scheduled_at = coalesce(to_timestamp(a.scheduled_at), j.scheduled_at),
-        max_attempts = j.max_attempts + CASE WHEN a.snoozed THEN 1 ELSE 0 END,
-        finished_at = CASE WHEN a.state IN ('completed', 'cancelled', 'discarded')
-                           THEN now() END
+    -- include: _ack_update
     FROM input AS a
     WHERE j.id = a.id
       AND j.id IN (SELECT id FROM lockable)
@@ -66,24 +57,10 @@ picked AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 ),
 claimed AS (
-    UPDATE {schema}.errands_jobs AS j
-    SET state = 'executing',
-        attempt = j.attempt + 1,
-        attempted_at = now(),
-        attempted_by = %(producer)s
+    -- include: _claim_update
     FROM picked
     WHERE j.id = picked.id
-    RETURNING j.id, j.attempt, json_build_object(
-        'id', j.id, 'worker', j.worker, 'queue', j.queue, 'args', j.args, 'state', j.state,
-        'priority', j.priority, 'attempt', j.attempt, 'max_attempts', j.max_attempts,
-        'meta', j.meta, 'tags', j.tags, 'errors', j.errors, 'result', j.result,
-        'timeout', j.timeout,
-        'inserted_at', extract(epoch FROM j.inserted_at),
-        'scheduled_at', extract(epoch FROM j.scheduled_at),
-        'attempted_at', extract(epoch FROM j.attempted_at),
-        'finished_at', extract(epoch FROM j.finished_at),
-        'attempted_by', j.attempted_by
-    )::text AS job
+    -- include: _claimed_job_json
 )
 SELECT (SELECT count(*) FROM acked) AS acked,
        (SELECT coalesce(array_agg(id), '{{}}') FROM skipped) AS skipped,

@@ -9,11 +9,7 @@
 -- (see pg_claim.py); set_config runs once, in the one-row subquery.
 -- Each job comes back as one JSON object (times as Unix seconds), which the
 -- client decodes in one call instead of column by column.
-UPDATE {schema}.errands_jobs AS j
-SET state = 'executing',
-    attempt = j.attempt + 1,
-    attempted_at = now(),
-    attempted_by = %(producer)s
+-- include: _claim_update
 FROM (
     SELECT jobs.id
     FROM {schema}.errands_jobs AS jobs,
@@ -27,14 +23,4 @@ FROM (
     FOR UPDATE OF jobs SKIP LOCKED
 ) AS picked
 WHERE j.id = picked.id
-RETURNING j.id, j.attempt, json_build_object(
-    'id', j.id, 'worker', j.worker, 'queue', j.queue, 'args', j.args, 'state', j.state,
-    'priority', j.priority, 'attempt', j.attempt, 'max_attempts', j.max_attempts,
-    'meta', j.meta, 'tags', j.tags, 'errors', j.errors, 'result', j.result,
-    'timeout', j.timeout,
-    'inserted_at', extract(epoch FROM j.inserted_at),
-    'scheduled_at', extract(epoch FROM j.scheduled_at),
-    'attempted_at', extract(epoch FROM j.attempted_at),
-    'finished_at', extract(epoch FROM j.finished_at),
-    'attempted_by', j.attempted_by
-)::text AS job
+-- include: _claimed_job_json

@@ -18,32 +18,20 @@ WITH clock AS MATERIALIZED (
     SELECT clock_timestamp() AS now
 ),
 running AS (
-    SELECT CASE %(by)s::text
-               WHEN 'worker' THEN j.worker
-               WHEN 'args' THEN jsonb_build_array(j.args -> %(key1)s::text, j.args -> %(key2)s::text,
-                                                 j.args -> %(key3)s::text, j.args -> %(key4)s::text,
-                                                 j.args -> %(key5)s::text, j.args -> %(key6)s::text,
-                                                 j.args -> %(key7)s::text, j.args -> %(key8)s::text)::text
-               ELSE '' END AS pkey,
-           count(*) AS n
+    SELECT count(*) AS n,
+           -- include: _partition_key
     FROM {schema}.errands_jobs AS j
     WHERE j.state = 'executing' AND j.queue = %(queue)s AND %(global_limit)s::integer IS NOT NULL
-    GROUP BY 1
+    GROUP BY 2
 ),
 started AS (
-    SELECT CASE %(by)s::text
-               WHEN 'worker' THEN j.worker
-               WHEN 'args' THEN jsonb_build_array(j.args -> %(key1)s::text, j.args -> %(key2)s::text,
-                                                 j.args -> %(key3)s::text, j.args -> %(key4)s::text,
-                                                 j.args -> %(key5)s::text, j.args -> %(key6)s::text,
-                                                 j.args -> %(key7)s::text, j.args -> %(key8)s::text)::text
-               ELSE '' END AS pkey,
-           count(*) AS n
+    SELECT count(*) AS n,
+           -- include: _partition_key
     FROM {schema}.errands_jobs AS j, clock
     WHERE j.queue = %(queue)s
       AND %(rate_count)s::integer IS NOT NULL
       AND j.attempted_at > clock.now - make_interval(secs => %(rate_per)s::float8)
-    GROUP BY 1
+    GROUP BY 2
 ),
 used AS (
     SELECT u.pkey,
@@ -60,13 +48,7 @@ candidates AS MATERIALIZED (
     SELECT c.id, c.priority, c.scheduled_at, c.pkey
     FROM (
         SELECT j.id, j.priority, j.scheduled_at,
-               CASE %(by)s::text
-                   WHEN 'worker' THEN j.worker
-                   WHEN 'args' THEN jsonb_build_array(j.args -> %(key1)s::text, j.args -> %(key2)s::text,
-                                                 j.args -> %(key3)s::text, j.args -> %(key4)s::text,
-                                                 j.args -> %(key5)s::text, j.args -> %(key6)s::text,
-                                                 j.args -> %(key7)s::text, j.args -> %(key8)s::text)::text
-                   ELSE '' END AS pkey
+               -- include: _partition_key
         FROM {schema}.errands_jobs AS j
         WHERE j.state = 'available'
           AND j.attempt < j.max_attempts
