@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -9,8 +11,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+import errands
 from errands import codec
 from errands.engines.sqlite import SQLiteEngine
+from errands.engines.sqlite_writer import WriterLock, WriterLockTimeoutError
 from errands.job import NewJob
 
 HOLD_LOCK = """
@@ -20,6 +26,41 @@ fcntl.flock(fd, fcntl.LOCK_EX)
 print("held", flush=True)
 sys.stdin.readline()
 """
+
+#: Holds the writer lock and SQLite's own write lock, as a writer stopped
+#: mid-transaction does, until a line comes in; then lets both go.
+HOLD_BOTH = """
+import fcntl, os, sqlite3, sys
+fd = os.open(sys.argv[1] + "-errands.lock", os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("held", flush=True)
+sys.stdin.readline()
+conn.execute("ROLLBACK")
+fcntl.flock(fd, fcntl.LOCK_UN)
+print("released", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _holder(script: str, path: Path) -> subprocess.Popen[str]:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    return holder
+
+
+def _tell(holder: subprocess.Popen[str], expect: str | None = None) -> None:
+    assert holder.stdin is not None and holder.stdout is not None
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    if expect is not None:
+        assert holder.stdout.readline() == expect
 
 
 def _job() -> NewJob:
@@ -84,3 +125,113 @@ def test_without_a_lock_file_writers_still_write(tmp_path: Path) -> None:
     assert len(memory.list_jobs()) == 1
     assert not list(Path.cwd().glob("*errands.lock"))
     memory.close()
+
+
+def test_a_lock_held_past_the_timeout_raises_database_is_locked(tmp_path: Path) -> None:
+    lock_file = tmp_path / "jobs.db-errands.lock"
+    holder = _holder(HOLD_LOCK, lock_file)
+    lock = WriterLock(str(tmp_path / "jobs.db"), timeout=0.3)
+    try:
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError) as info, lock:
+            pytest.fail("took a lock another process holds")
+        waited = time.monotonic() - started
+        assert 0.3 <= waited < 5
+        assert isinstance(info.value, WriterLockTimeoutError)
+        assert info.value.sqlite_errorname == "SQLITE_BUSY"
+        message = str(info.value)
+        assert message.startswith("database is locked: another errands process held")
+        assert str(lock_file) in message and "0.3 s" in message
+        _tell(holder)
+        holder.wait(10)
+        with lock:  # the same lock works once the holder is gone
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+        lock.close()
+
+
+def test_a_writer_that_gave_up_does_not_keep_the_lock_once_it_frees(tmp_path: Path) -> None:
+    """Its waiter thread still gets the lock later: it must let it go at once."""
+    lock_file = tmp_path / "jobs.db-errands.lock"
+    holder = _holder(HOLD_LOCK, lock_file)
+    gave_up = WriterLock(str(tmp_path / "jobs.db"), timeout=0.2)
+    other = WriterLock(str(tmp_path / "jobs.db"), timeout=30)  # its own descriptor
+    try:
+        with pytest.raises(WriterLockTimeoutError), gave_up:
+            pytest.fail("took a lock another process holds")
+        _tell(holder)
+        holder.wait(10)
+        started = time.monotonic()
+        with other:  # would wait its whole 30 s if the abandoned wait kept the lock
+            assert time.monotonic() - started < 5
+        with gave_up:  # and the writer that gave up writes again, on a new descriptor
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+        gave_up.close()
+        other.close()
+
+
+def test_a_waiting_writer_takes_the_lock_promptly_once_freed(tmp_path: Path) -> None:
+    holder = _holder(HOLD_LOCK, tmp_path / "jobs.db-errands.lock")
+    lock = WriterLock(str(tmp_path / "jobs.db"), timeout=30)
+    taken: list[float] = []
+
+    def write() -> None:
+        with lock:
+            taken.append(time.monotonic())
+
+    try:
+        writer = threading.Thread(target=write)
+        started = time.monotonic()
+        writer.start()
+        time.sleep(0.1)
+        assert not taken  # still waiting
+        released = time.monotonic()
+        _tell(holder)  # the holder exits, which lets the lock go
+        writer.join(10)
+        assert len(taken) == 1
+        assert taken[0] - started < 1
+        assert taken[0] - released < 0.5
+    finally:
+        holder.kill()
+        holder.wait()
+        lock.close()
+
+
+def test_enqueue_fails_with_database_error_while_a_stopped_writer_holds_the_lock(
+    tmp_path: Path,
+) -> None:
+    """A writer stopped mid-write (SIGSTOP) fails enqueue after busy_timeout, never hangs it."""
+    path = tmp_path / "jobs.db"
+    app = errands.App(f"sqlite:///{path}?busy_timeout=0.3")
+
+    @app.job(name="w")
+    def work(n: int) -> int:
+        return n
+
+    work.enqueue(n=1)  # migrates: the writes below are inserts alone
+    holder = _holder(HOLD_BOTH, path)
+    try:
+        os.kill(holder.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(errands.DatabaseError) as info:
+            work.enqueue(n=2)
+        assert 0.3 <= time.monotonic() - started < 5
+        assert "database is locked" in str(info.value)
+        assert f"{path}-errands.lock" in str(info.value)
+        assert "inserting jobs failed" in str(info.value)  # mapped like SQLite's own errors
+        os.kill(holder.pid, signal.SIGCONT)
+        _tell(holder, expect="released\n")
+        work.enqueue(n=2)
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+        holder.kill()
+        holder.wait()
+    jobs = app.list_jobs()
+    assert sorted(job.args["n"] for job in jobs) == [1, 2]
+    assert len({job.id for job in jobs}) == 2
+    app.close()

@@ -76,7 +76,7 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect, SQLiteLiveness):
         self._backlogged: set[str] = set()
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
-        self._writer = WriterLock(path)
+        self._writer = WriterLock(path, timeout=busy_timeout)
 
     # -- connections ---------------------------------------------------------
     def _error(self, exc: sqlite3.Error, doing: str) -> DatabaseError:
@@ -125,20 +125,27 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect, SQLiteLiveness):
 
     @contextmanager
     def _write(self, doing: str) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._writer:
-            conn = self._connection()
+        with self._lock:
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                self._writer.acquire()
+            except sqlite3.Error as exc:  # another writer held it past busy_timeout
                 raise self._error(exc, doing) from None
+            try:
+                conn = self._connection()
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise self._error(exc, doing) from None
+            finally:
+                self._writer.release()
 
     def close(self) -> None:
         """Close this process's connection; safe to call twice."""
