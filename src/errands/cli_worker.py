@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from errands.app import App
+from errands.runtime.ready import ReadyPipe
 from errands.runtime.startup import start_when_reachable
 from errands.runtime.supervisor import Supervisor
 
@@ -69,7 +70,11 @@ def hard_exit(code: int) -> None:
 
 
 async def _work(
-    app: App, queues: list[str] | None, grace: float | None, console: Console
+    app: App,
+    queues: list[str] | None,
+    grace: float | None,
+    console: Console,
+    ready: ReadyPipe,
 ) -> Counter[str]:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -87,7 +92,9 @@ async def _work(
     try:
         # A database that cannot be reached yet (restarting, DNS not ready) is waited
         # for; a signal meanwhile stops the worker as if it had run no job.
-        node = await start_when_reachable(lambda: app.start(queues), stop)
+        # Under --processes N, the supervisor learns this child has started right
+        # before its first claim, so a job that kills the process is a crash.
+        node = await start_when_reachable(lambda: app._start(queues, ready.report), stop)
         if node is None:
             return Counter()
         limits = ", ".join(f"{name}({c.limit})" for name, c in node.queue_configs.items())
@@ -119,8 +126,10 @@ def run_worker(
 
     While the database cannot be reached at start-up, keeps trying (see
     :func:`~errands.runtime.startup.start_when_reachable`); other start-up
-    errors are raised.
+    errors are raised. Under ``--processes N``, tells the supervisor once the
+    node is about to claim its first job (see :mod:`errands.runtime.ready`).
     """
+    ready = ReadyPipe.from_env()  # set when a supervisor started this process
     if concurrency is not None:
         chosen = queues if queues is not None else list(app.queues)
         app.queues = {
@@ -132,7 +141,7 @@ def run_worker(
         }
     if not len(app.registry):
         log.warning("the app registers no workers: jobs will wait for a worker that knows them")
-    outcomes = asyncio.run(_work(app, queues, grace, console))
+    outcomes = asyncio.run(_work(app, queues, grace, console, ready))
     summary = ", ".join(f"{name} {n}" for name, n in sorted(outcomes.items())) or "no jobs run"
     console.print(f"errands worker stopped ({summary})")
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from errands.runtime.drain import drain as run_drain
@@ -53,10 +54,22 @@ class Lifecycle:
 
         Raises at once if the database cannot be reached (no retry, unlike :meth:`run`).
         """
+        return await self._start(queues)
+
+    async def _start(
+        self, queues: list[str] | None, on_ready: Callable[[], object] | None = None
+    ) -> Node:
+        """:meth:`start`, calling ``on_ready`` right before the node claims its first job.
+
+        By then the schema is checked and the queues loaded. ``errands worker``
+        tells its supervisor (see :mod:`errands.runtime.ready`).
+
+        Example: ``node = await app._start(None, on_ready=lambda: print("claiming"))``
+        """
         if self._node is not None:
             raise RuntimeError("this app is already running; call stop() first")
         # Node takes the whole App; this mixin is only ever part of App.
-        node = Node(cast("App", self), queues=queues)
+        node = Node(cast("App", self), queues=queues, on_ready=on_ready)
         self._node = node
         try:
             await node.start()

@@ -82,8 +82,16 @@ def default_node_name() -> str:
 class Node:
     """Runs an app's queues in this process."""
 
-    def __init__(self, app: App, *, queues: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        queues: list[str] | None = None,
+        on_ready: Callable[[], object] | None = None,
+    ) -> None:
         self.app = app
+        #: Called once in start(), right before the producers begin claiming jobs.
+        self.on_ready = on_ready
         self.engine = app.engine
         self.registry = app.registry
         self.settings = app.settings
@@ -202,6 +210,8 @@ class Node:
         self.worker_names = tuple(self.registry.names())
         self.queue_configs = await self.queue_watch.load(self.queue_configs)
         self.process_pools = await start_pools(self.app, self.queue_configs.values())
+        if self.on_ready is not None:  # started as far as jobs can tell: none ran yet
+            self.on_ready()
         for config in self.queue_configs.values():
             producer = Producer(self, config)
             await producer.start()

@@ -5,22 +5,32 @@ process with its own node), forwards SIGTERM/SIGINT to them, and exits once
 every child has stopped. Jobs a dead child held are rescued by the lifeline
 like any other orphan.
 
-A child that exits while the supervisor runs is handled by how long it lived:
+Each child gets the write end of a pipe, its number in the environment
+variable ``ERRANDS_READY_FD`` (:data:`~errands.runtime.ready.READY_FD_ENV`),
+and writes one byte to it once it has really started: app imported, database
+reached, schema checked, node and producers running, the moment it begins
+claiming jobs (see :mod:`errands.runtime.ready`). A child that exits while the
+supervisor runs is handled by whether it said so:
 
-- It ran past the start-up window (:data:`STARTUP_WINDOW`, 10 s): a crash in
-  the middle of work (an OOM kill). It is restarted after a backoff of 1 s,
-  doubling for each restart of the same slot up to 30 s; the backoff goes back
-  to 1 s once a child in that slot lives past the window again.
-- It exited within the window, for any reason (even exit code 0): a start-up
-  failure, usually configuration that no restart fixes (a schema never
-  migrated, an unknown queue, an import error, a refused login). It is
-  restarted with the same backoff, but after 3 start-up failures in a row
-  (counted across all slots, and reset whenever a newly started child gets
-  past its window) the supervisor stops the other children and :meth:`Supervisor.run`
+- It exited after reporting ready: a crash in the middle of work (a job that
+  called ``os._exit()``, a segfault, an OOM kill). It is restarted after a
+  backoff of 1 s, doubling for each restart of the same slot up to 30 s; the
+  backoff goes back to 1 s once a child in that slot has run
+  :data:`STABLE_AFTER` (10 s) past its readiness. Crashes never make the
+  supervisor give up, however many and however quick.
+- It exited before reporting ready, for any reason (even exit code 0, even
+  after minutes): a start-up failure, usually configuration that no restart
+  fixes (a schema never migrated, an unknown queue, an import error, a refused
+  login). It is restarted with the same backoff, but after 3 start-up failures
+  in a row (counted across all slots, and reset whenever a child reports
+  ready) the supervisor stops the other children and :meth:`Supervisor.run`
   returns the failing child's exit code, so an orchestrator sees the failure
   instead of a restart loop. A database that merely cannot be reached is not
   a start-up failure: each child waits for it (see
-  :mod:`errands.runtime.startup`) and so stays alive.
+  :mod:`errands.runtime.startup`), alive and not yet ready.
+
+A command that never reports (not an errands worker) thus only ever fails at
+start-up.
 
 Example::
 
@@ -29,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -39,22 +50,17 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from errands.runtime.ready import READY_FD_ENV
+
 __all__ = [
     "MAX_RESTART_DELAY",
     "MAX_STARTUP_FAILURES",
     "RESTART_DELAY",
-    "STARTUP_WINDOW",
+    "STABLE_AFTER",
     "Supervisor",
 ]
 
 log = logging.getLogger("errands.supervisor")
-
-#: Seconds after its spawn within which a child's exit counts as a start-up
-#: failure. A child importing the app, connecting and checking the schema
-#: fails within a few seconds when the configuration is wrong; 10 s leaves room
-#: for a slow import (a big framework) on a loaded machine, while a worker that
-#: has run this long has started and its exit is a crash worth a restart.
-STARTUP_WINDOW = 10.0
 
 #: Start-up failures in a row (across all slots) after which the supervisor
 #: gives up: one can be bad luck, three with nothing healthy in between are not.
@@ -64,6 +70,11 @@ MAX_STARTUP_FAILURES = 3
 #: MAX_RESTART_DELAY so a crash loop does not hammer the machine.
 RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 30.0
+
+#: Seconds a child must run after reporting ready before its slot's backoff
+#: goes back to RESTART_DELAY: a child that crashes soon after starting, again
+#: and again, keeps backing off.
+STABLE_AFTER = 10.0
 
 #: How often the supervisor looks at its children.
 _POLL_SECONDS = 0.2
@@ -76,15 +87,24 @@ class _Slot:
     delay: float  # the wait before this slot's next restart
     child: subprocess.Popen[bytes] | None = None
     spawned_at: float = 0.0  # time.monotonic() of the current child's spawn
-    settled: bool = False  # the current child has lived past the start-up window
+    ready_fd: int | None = None  # read end of the current child's readiness pipe
+    ready_at: float | None = None  # time.monotonic() when the current child reported ready
+    stable: bool = False  # the current child has run STABLE_AFTER past its readiness
     restart_at: float | None = None  # set while the slot waits to restart
+
+    def close_ready_fd(self) -> None:
+        if self.ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.ready_fd)
+            self.ready_fd = None
 
 
 class Supervisor:
     """Starts ``processes`` copies of ``command`` and keeps them running until told to stop.
 
-    ``startup_window``, ``max_startup_failures``, ``restart_delay`` and
-    ``max_restart_delay`` default to the module's constants (tests shorten them).
+    ``command`` should report readiness (see the module docs); ``errands
+    worker`` does. ``stable_after``, ``max_startup_failures``, ``restart_delay``
+    and ``max_restart_delay`` default to the module's constants (tests shorten them).
 
     Example::
 
@@ -98,7 +118,7 @@ class Supervisor:
         processes: int,
         *,
         stop_timeout: float = 60.0,
-        startup_window: float = STARTUP_WINDOW,
+        stable_after: float = STABLE_AFTER,
         max_startup_failures: int = MAX_STARTUP_FAILURES,
         restart_delay: float = RESTART_DELAY,
         max_restart_delay: float = MAX_RESTART_DELAY,
@@ -110,7 +130,7 @@ class Supervisor:
         self.command = list(command)
         self.processes = processes
         self.stop_timeout = stop_timeout
-        self.startup_window = startup_window
+        self.stable_after = stable_after
         self.max_startup_failures = max_startup_failures
         self.restart_delay = restart_delay
         self.max_restart_delay = max_restart_delay
@@ -126,11 +146,20 @@ class Supervisor:
         return {i: slot.child for i, slot in self._slots.items() if slot.child is not None}
 
     def _spawn(self, index: int) -> None:
-        env = dict(os.environ, ERRANDS_WORKER_INDEX=str(index))
-        child = subprocess.Popen(self.command, env=env)  # noqa: S603 - our own command line
         slot = self._slots[index]
-        slot.child, slot.spawned_at = child, time.monotonic()
-        slot.settled, slot.restart_at = False, None
+        read_fd, write_fd = os.pipe()  # both non-inheritable; pass_fds hands the child one
+        try:
+            os.set_blocking(read_fd, False)
+            env = dict(os.environ, ERRANDS_WORKER_INDEX=str(index))
+            env[READY_FD_ENV] = str(write_fd)
+            child = subprocess.Popen(self.command, env=env, pass_fds=(write_fd,))  # noqa: S603
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)  # the child has its copy: EOF once it closes or exits
+        slot.child, slot.spawned_at, slot.ready_fd = child, time.monotonic(), read_fd
+        slot.ready_at, slot.stable, slot.restart_at = None, False, None
         log.info("started worker process %d (pid %d)", index, child.pid)
         if self._stopping.is_set():  # a signal arrived mid-spawn: stop() missed this child
             child.send_signal(signal.SIGTERM)
@@ -165,50 +194,83 @@ class Supervisor:
             worst = self._wait_all()
             return self._failed_code if self._failed_code is not None else worst
         finally:
+            for slot in self._slots.values():
+                slot.close_ready_fd()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
     def _check_children(self) -> None:
-        """One look at every slot: note settled children, handle exits, restart when due."""
+        """One look at every slot: note readiness, handle exits, restart when due."""
         for index, slot in self._slots.items():
             if self._stopping.is_set():
                 return  # exits from here on are ours (SIGTERM), not failures
-            now = time.monotonic()
             if slot.child is None:
-                if slot.restart_at is not None and now >= slot.restart_at:
+                if slot.restart_at is not None and time.monotonic() >= slot.restart_at:
                     self.restarts += 1
                     self._spawn(index)
                 continue
+            # Poll before reading the pipe: a child that reported ready and then
+            # exited has its byte in the pipe by the time poll() sees the exit.
             code = slot.child.poll()
-            if code is None:
-                if not slot.settled and now - slot.spawned_at >= self.startup_window:
-                    self._settle(slot)
+            self._read_ready(index, slot)
+            now = time.monotonic()
+            if code is not None:
+                self._on_exit(index, slot, code, now)
             else:
-                self._on_exit(index, slot, code, now - slot.spawned_at)
+                self._note_stable(slot, now)
 
-    def _settle(self, slot: _Slot) -> None:
-        """A child lived past the window: it started fine, so forget earlier failures."""
-        slot.settled = True
-        slot.delay = self.restart_delay
-        self.startup_failures = 0
+    def _note_stable(self, slot: _Slot, now: float) -> None:
+        """A child ran STABLE_AFTER past its readiness: its slot's backoff starts over."""
+        if (
+            slot.ready_at is not None
+            and not slot.stable
+            and now - slot.ready_at >= self.stable_after
+        ):
+            slot.stable = True
+            slot.delay = self.restart_delay
 
-    def _on_exit(self, index: int, slot: _Slot, code: int, lived: float) -> None:
+    def _read_ready(self, index: int, slot: _Slot) -> None:
+        """Take the child's readiness byte if it has written it (never blocks)."""
+        if slot.ready_fd is None:
+            return
+        try:
+            data = os.read(slot.ready_fd, 64)
+        except BlockingIOError:
+            return  # nothing written yet, the child still holds the pipe open
+        except OSError as exc:
+            log.warning("worker process %d: reading its readiness pipe failed: %s", index, exc)
+            data = b""
+        slot.close_ready_fd()  # a byte, or EOF: nothing more will come
+        if data and slot.child is not None:
+            slot.ready_at = time.monotonic()
+            self.startup_failures = 0  # a child started fine: forget earlier failures
+            log.info(
+                "worker process %d (pid %d) ready after %.1fs",
+                index,
+                slot.child.pid,
+                slot.ready_at - slot.spawned_at,
+            )
+
+    def _on_exit(self, index: int, slot: _Slot, code: int, now: float) -> None:
         if self._stopping.is_set():
             return  # a signal came since the loop's check: our SIGTERM, _wait_all reaps it
         assert slot.child is not None
         pid = slot.child.pid
         slot.child = None
-        if slot.settled or lived >= self.startup_window:
-            self._settle(slot)  # it may have crossed the window between two looks
-            what = f"exited with {code} after running {lived:.0f}s"
+        slot.close_ready_fd()
+        lived = now - slot.spawned_at
+        if slot.ready_at is not None:
+            self._note_stable(slot, now)  # it may have become stable between two looks
+            what = f"exited with {code} after running {lived:.1f}s (a crash after start-up)"
         else:
             self.startup_failures += 1
             if self.startup_failures >= self.max_startup_failures:
                 self._give_up(index, pid, code)
                 return
             what = (
-                f"exited with {code} {lived:.1f}s after it started (start-up failure "
-                f"{self.startup_failures} of {self.max_startup_failures} before giving up)"
+                f"exited with {code} {lived:.1f}s after it started, before reporting ready "
+                f"(start-up failure {self.startup_failures} of {self.max_startup_failures} "
+                "before giving up)"
             )
         log.warning(
             "worker process %d (pid %d) %s; restarting in %gs", index, pid, what, slot.delay
@@ -220,12 +282,11 @@ class Supervisor:
         # Shell convention for a child killed by a signal; 0 must not read as success.
         self._failed_code = 128 - code if code < 0 else code or 1
         log.error(
-            "worker processes keep failing at start-up: %d in a row exited within %gs of "
-            "starting, the last (worker process %d, pid %d) with exit code %d; stopping the "
+            "worker processes keep failing at start-up: %d in a row exited before reporting "
+            "ready, the last (worker process %d, pid %d) with exit code %d; stopping the "
             "others and exiting with code %d. The cause is in the worker's own error output "
             "above.",
             self.startup_failures,
-            self.startup_window,
             index,
             pid,
             code,
