@@ -73,6 +73,12 @@ class Lifecycle:
         self._node = node
         try:
             await node.start()
+        except asyncio.CancelledError:
+            # Stopped (SIGTERM) mid-start: its producers may already run jobs, which
+            # get the grace period as after a full start, not abandoned to the lifeline.
+            self._node = None
+            await node.stop()
+            raise
         except BaseException:
             self._node = None
             await node.stop(grace=0)

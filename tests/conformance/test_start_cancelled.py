@@ -1,0 +1,66 @@
+"""A start-up cut short by a stop (SIGTERM while ``app.start()`` still runs).
+
+The node's producers start before the rest of it (completer, heartbeat,
+plugins), so a job can already be running when the stop arrives. It must get
+the same grace period as after a complete start: finish, and have its outcome
+recorded, instead of being abandoned to the lifeline and run a second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import errands
+from errands import JobState
+from errands.runtime.heartbeat import Heartbeat
+
+
+def test_a_job_started_during_a_cancelled_start_gets_its_grace(
+    make_app: Callable[..., errands.App],
+    arun: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = make_app(grace_period=10)
+    running = threading.Event()
+    finish = threading.Event()
+    start_may_go_on = threading.Event()
+
+    @app.job()
+    def report() -> str:
+        running.set()
+        finish.wait(20)
+        return "sent"
+
+    job = report.enqueue()
+
+    # The heartbeat starts after the producers: hold it, as a slow round trip
+    # would, so that the stop arrives while the job runs and start() has not returned.
+    original_start = Heartbeat.start
+
+    def slow_start(self: Heartbeat) -> None:
+        start_may_go_on.wait(20)
+        original_start(self)
+
+    monkeypatch.setattr(Heartbeat, "start", slow_start)
+
+    async def main() -> None:
+        starting = asyncio.create_task(app.start())
+        assert await asyncio.to_thread(running.wait, 20), "the job never started"
+        starting.cancel()  # what start_when_reachable does on SIGTERM
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.3, finish.set)  # the job ends well within the grace period
+        start_may_go_on.set()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+
+    arun(main())
+    stored = app.get_job(job.id)
+    assert stored is not None
+    assert stored.state is JobState.COMPLETED, stored
+    assert stored.result == "sent" and stored.attempt == 1
+    assert app.node is None
