@@ -23,7 +23,6 @@ import socket
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from errands.engines.base import CONTROL_WAKE, Ack, Listener
@@ -106,7 +105,7 @@ class Node:
         self.producers: dict[str, Producer] = {}
         #: One pool of worker processes per queue whose executor is "process".
         self.process_pools: dict[str, ProcessPool] = {}
-        self._db = ThreadPoolExecutor(max_workers=4, thread_name_prefix="errands-db")
+        self._db = JobThreads("errands-db", max_threads=4)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: Listener | None = None
         self.completer = Completer(self.engine, self.call_db)
@@ -125,13 +124,14 @@ class Node:
     async def call_db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking engine call on the node's database threads.
 
-        The thread resolves an asyncio future directly: ``run_in_executor``
-        would chain a second future to it, which costs more than a claim
-        of a few rows on SQLite.
+        The thread resolves an asyncio future directly, and the call reaches
+        it through a queue put: ``run_in_executor`` would add a
+        ``concurrent.futures`` future and a work item, which cost more than a
+        claim of a few rows on SQLite.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._db.submit(_call_into, loop, future, fn, args)
+        self._db.run(_call_into, loop, future, fn, args)
         return await future
 
     def _is_leader(self) -> bool:
@@ -287,5 +287,5 @@ class Node:
             )
         self.producers.clear()
         self.threads.shutdown(wait=False)
-        self._db.shutdown(wait=True)
+        self._db.shutdown(wait=True)  # every call was awaited: the threads are idle
         log.info("node %s stopped", self.name)

@@ -6,10 +6,16 @@ ever. Threads here are daemons. The pool also grows instead of queueing: how
 many bodies run at once is already bounded by the queues' limits, and a body
 that overran its timeout must not take a slot from the next job.
 
+A node's database calls use one too, capped (``max_threads``): handing work
+over costs a queue put, where ``ThreadPoolExecutor.submit`` costs a future, a
+work item and a semaphore — 13-19 µs against 0.5 µs on the loop's thread.
+
 Example::
 
     pool = JobThreads()
     future = pool.submit(print, "hi")
+    database = JobThreads("errands-db", max_threads=4)
+    database.run(print, "no future: the function reports its own outcome")
 """
 
 from __future__ import annotations
@@ -32,10 +38,16 @@ _Work = tuple[Future[Any] | None, Callable[..., Any], tuple[Any, ...], dict[str,
 
 
 class JobThreads(Executor):
-    """Daemon threads, one more whenever none is idle; idle ones are reused."""
+    """Daemon threads, one more whenever none is idle (up to ``max_threads``); idle ones reused.
 
-    def __init__(self, name: str = "errands-job") -> None:
+    Example: ``JobThreads("errands-db", max_threads=4).run(print, "hi")``
+    """
+
+    def __init__(self, name: str = "errands-job", *, max_threads: int | None = None) -> None:
+        if max_threads is not None and max_threads < 1:
+            raise ValueError(f"max_threads must be >= 1 or None, got {max_threads!r}")
         self._name = name
+        self._max = max_threads
         self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0
@@ -60,7 +72,9 @@ class JobThreads(Executor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot submit to a pool that was shut down")
-            if self._idle == 0:
+            # _idle counts threads free for one more item; below 0 (a full capped
+            # pool) it counts items waiting in the queue for a thread to free.
+            if self._idle <= 0 and (self._max is None or len(self._threads) < self._max):
                 thread = threading.Thread(
                     target=self._serve, name=f"{self._name}-{len(self._threads)}", daemon=True
                 )
