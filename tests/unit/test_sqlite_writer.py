@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.support import wait_for
 
 import errands
 from errands import codec
@@ -173,6 +174,34 @@ def test_a_writer_that_gave_up_does_not_keep_the_lock_once_it_frees(tmp_path: Pa
         holder.wait()
         gave_up.close()
         other.close()
+
+
+def test_writes_timing_out_again_and_again_hold_one_descriptor(tmp_path: Path) -> None:
+    """A stopped holder must not cost a descriptor per timed-out write (a busy worker retries)."""
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    holder = _holder(HOLD_LOCK, tmp_path / "jobs.db-errands.lock")
+    lock = WriterLock(str(tmp_path / "jobs.db"), timeout=0.05)
+    try:
+        with pytest.raises(WriterLockTimeoutError), lock:
+            pass
+        after_first = open_fds()
+        for _ in range(10):
+            with pytest.raises(WriterLockTimeoutError), lock:
+                pass
+        assert open_fds() == after_first
+        _tell(holder)
+        holder.wait(10)
+        with lock:  # the turn it gave up, or a new descriptor: either way it writes
+            pass
+        lock.close()
+        wait_for(lambda: open_fds() < after_first, timeout=10)
+    finally:
+        holder.kill()
+        holder.wait()
+        lock.close()
 
 
 def test_a_waiting_writer_takes_the_lock_promptly_once_freed(tmp_path: Path) -> None:

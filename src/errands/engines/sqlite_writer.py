@@ -29,8 +29,11 @@ stopped in the middle of a write (SIGSTOP, Ctrl-Z, a debugger breakpoint)
 holds it until it resumes, as it holds SQLite's own lock meanwhile; every
 other writer gives up after ``timeout`` with :class:`WriterLockTimeoutError`
 ("database is locked", as SQLite's busy handler would say) instead of hanging.
-A writer that gave up leaves its descriptor to the waiter thread, which lets
-the lock go as soon as it gets it, and opens a new one for its next write.
+A writer that gave up leaves its descriptor to the waiter thread: its next
+write waits on that same turn again, and if the waiter got the lock meanwhile
+with nobody waiting, it let it go at once and closed the descriptor (the next
+write opens a new one). So a stopped holder costs one descriptor, however many
+writes time out.
 
 Example::
 
@@ -88,6 +91,8 @@ class WriterLock:
         self._pid = 0
         self._held = False
         self._waiter: _Waiter | None = None
+        #: A wait that timed out while the waiter still blocks on ``_fd`` for it.
+        self._pending: _Turn | None = None
 
     def _descriptor(self) -> int | None:
         # A forked child gets its own descriptor: one shared with the parent
@@ -109,19 +114,22 @@ class WriterLock:
         return self._fd
 
     def _acquire(self, fd: int) -> None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass
-        if self._waiter is None or self._waiter.pid != os.getpid():
-            self._waiter = _Waiter()
-        turn = self._waiter.wait_for(fd)
+        turn = self._pending
+        if turn is None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            if self._waiter is None or self._waiter.pid != os.getpid():
+                self._waiter = _Waiter()
+            turn = self._waiter.wait_for(fd)
+        # else: the last write gave up while the waiter still waits on this same
+        # descriptor: wait on that turn again rather than open one more each time.
         if turn.taken(self.timeout):
+            self._pending = None
             return
-        # The descriptor is the waiter's now: it unlocks and closes it once it
-        # gets the lock. Our next write opens a new one.
-        self._fd = None
+        self._pending = turn
         error = WriterLockTimeoutError(
             f"database is locked: another errands process held the writer lock "
             f"{self.path} for {self.timeout:g} s (busy_timeout); a process stopped "
@@ -133,6 +141,11 @@ class WriterLock:
 
     def acquire(self) -> None:
         """Take the lock, waiting at most ``timeout`` s (else :class:`WriterLockTimeoutError`)."""
+        if self._pending is not None and (
+            self._pending.pid != os.getpid() or not self._pending.resume()
+        ):
+            # The waiter let the lock go and closed the descriptor (or we forked).
+            self._pending = self._fd = None
         fd = self._descriptor()
         if fd is not None:
             self._acquire(fd)
@@ -157,10 +170,15 @@ class WriterLock:
         self.release()
 
     def close(self) -> None:
-        """Close this process's descriptor (the lock file stays); safe to call twice."""
-        if self._fd is not None and self._pid == os.getpid():
+        """Close this process's descriptor (the lock file stays); safe to call twice.
+
+        A descriptor the waiter thread still waits on is its to close (it lets
+        the lock go as soon as it gets it): closing it here could close another
+        file that reused its number.
+        """
+        if self._fd is not None and self._pid == os.getpid() and self._pending is None:
             os.close(self._fd)
-        self._fd = None
+        self._fd = self._pending = None
 
 
 class _Turn:
@@ -168,9 +186,11 @@ class _Turn:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.pid = os.getpid()
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._given_up = False
+        self._closed = False
 
     def taken(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s; True if the lock is ours, False if we gave up."""
@@ -182,12 +202,21 @@ class _Turn:
             self._given_up = True
             return False
 
+    def resume(self) -> bool:
+        """Want the lock again after giving up; False if the waiter already let it go."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._given_up = False
+            return True
+
     def granted(self) -> None:
         """Called by the waiter thread holding the lock: hand it over, or let it go."""
         with self._lock:
             if not self._given_up:
                 self._done.set()
                 return
+            self._closed = True
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
 
