@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import os
@@ -66,6 +67,26 @@ _NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 #: Seconds a pooled connection may sit idle before it is pinged on checkout.
 _IDLE_CHECK = 1.0
+
+#: Pools this process opened and has not closed (see _close_at_exit).
+_OPEN: weakref.WeakSet[PgPool] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Close the pools an app left open, while their threads can still stop.
+
+    A pool closed later, by garbage collection during interpreter shutdown,
+    cannot join its worker threads on Python 3.13: each join times out after
+    5 s, and a process that ran ``app.run()`` without ``app.close()`` took
+    ~21 s to exit. atexit callbacks run before daemon threads are frozen.
+    """
+    for pool in list(_OPEN):
+        try:
+            pool.close()
+        except Exception as exc:  # exiting anyway: say so, never raise
+            log.debug("closing %s at exit: %s", pool.label, exc)
+
 
 _LAST_SECOND = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last time Python can hold
 
@@ -244,6 +265,7 @@ class PgPool:
                 )
                 self._pool.open(wait=False)
                 self._pid = os.getpid()
+                _OPEN.add(self)
             return self._pool
 
     def _check_idle(self, conn: psycopg.Connection[Any]) -> None:
@@ -289,6 +311,7 @@ class PgPool:
         """Close the pool (if this process opened it); safe to call twice."""
         with self._lock:
             pool, self._pool = self._pool, None
+        _OPEN.discard(self)
         if pool is not None and self._pid == os.getpid():
             pool.close(timeout=5)
 
