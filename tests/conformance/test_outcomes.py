@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -355,6 +356,40 @@ def test_current_job_inside_sync_and_async_bodies(app: errands.App) -> None:
     assert seen["async"] == (two.id, 1, JobState.EXECUTING, {"tag": "a"})
     with pytest.raises(RuntimeError, match="only available inside a running job"):
         errands.current_job()
+
+
+def test_drain_times_out_a_sync_body_as_a_worker_does(app: errands.App) -> None:
+    """The attempt fails at the timeout; the body sees job.cancelled(); drain goes on."""
+    saw_cancel = threading.Event()
+    release = threading.Event()
+
+    @app.job()
+    def stubborn() -> None:
+        job = errands.current_job()
+        deadline = time.monotonic() + 5
+        while not job.cancelled() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if job.cancelled():
+            saw_cancel.set()
+        release.wait(10)  # a runaway: still running after its attempt is recorded
+
+    @app.job()
+    def after() -> str:
+        return "ran after the runaway's attempt was recorded"
+
+    slow = stubborn.options(timeout=0.2, priority=0).enqueue()
+    later = after.options(priority=1).enqueue()
+    started = time.monotonic()
+    try:
+        assert app.drain() == {"retryable": 1, "completed": 1}
+        assert time.monotonic() - started < 4  # did not wait for the runaway
+        assert saw_cancel.wait(5), "job.cancelled() never became true inside the body"
+    finally:
+        release.set()
+    failed = _job(app, slow.id)
+    assert failed.state == JobState.RETRYABLE and failed.attempt == 1
+    assert failed.errors[-1]["type"].endswith("JobTimeoutError")
+    assert _job(app, later.id).result == "ran after the runaway's attempt was recorded"
 
 
 def test_worker_perform_gets_meta_and_tags(app: errands.App) -> None:

@@ -2,7 +2,10 @@
 
 For tests and scripts: no background loops, deterministic order (priority,
 then due time, then id). Jobs a drained job enqueues are drained too, since
-each round fetches again until nothing is left.
+each round fetches again until nothing is left. Bodies run as a worker runs
+them: ``async def`` ones on the loop, ``def`` ones on a pool thread through
+the worker's own :class:`~errands.runtime.sync_runner.SyncRunner` (same
+context, timeout and ``job.cancelled()`` handling), one job at a time.
 
 Example::
 
@@ -12,14 +15,17 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from errands.engines.base import ProducerInfo
-from errands.runtime.executor import execute
+from errands.engines.base import Ack, ProducerInfo
+from errands.job import Job
+from errands.runtime.executor import RunawayCounter, execute
 from errands.runtime.heartbeat import Heartbeat
+from errands.runtime.sync_runner import SyncRunner
 from errands.runtime.threads import JobThreads
 
 if TYPE_CHECKING:
@@ -43,6 +49,15 @@ async def drain(
     names = app.registry.names()
     producer = f"drain-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     threads = JobThreads(name="errands-drain")
+    outcomes: dict[tuple[int, int], asyncio.Future[Ack]] = {}
+
+    def deliver(done: list[tuple[Job, Ack]]) -> None:
+        for job, ack in done:
+            waiting = outcomes.pop((job.id, job.attempt), None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(ack)
+
+    runner = SyncRunner(threads, RunawayCounter(), deliver)
     counts: Counter[str] = Counter()
     engine.register_producer(ProducerInfo(producer, "drain", queue or "*", os.getpid()))
     # A long job in a drain must not look orphaned to a node running beside it.
@@ -65,7 +80,14 @@ async def drain(
                 for job in engine.fetch(name, _BATCH, producer, names):
                     worker_cls = app.registry.get(job.worker)
                     assert worker_cls is not None
-                    ack = await execute(job, worker_cls, producer, threads)
+                    if worker_cls.is_async():
+                        ack = await execute(job, worker_cls, producer)
+                    else:
+                        outcome = outcomes[(job.id, job.attempt)] = (
+                            asyncio.get_running_loop().create_future()
+                        )
+                        runner.submit(job, worker_cls, producer)
+                        ack = await outcome
                     if engine.ack([ack]):
                         counts[ack.state.value] += 1
                     else:

@@ -1,30 +1,32 @@
 """Run one job attempt and turn what happened into an :class:`~errands.engines.base.Ack`.
 
-``async def`` bodies run on the event loop; ``def`` bodies run in a thread
-pool. A timeout cancels an async body; a sync body cannot be killed, so its
+``async def`` bodies run on the event loop (:func:`execute`), where a timeout
+cancels them. ``def`` bodies run on pool threads through
+:class:`~errands.runtime.sync_runner.SyncRunner` — for a worker node and for
+``app.drain()`` alike: a sync body cannot be killed, so at its timeout the
 attempt is recorded as failed at once, ``job.cancelled()`` turns true for the
-body to notice, and the runaway thread is counted until it returns. In a queue
-with ``executor="process"`` a ``def`` body runs in a child process instead
-(:mod:`errands.runtime.process_pool`), which a timeout really kills; every
-executor classifies outcomes with the same :func:`classify`.
+body to notice, and the runaway thread is counted until it returns (see
+:func:`thread_timed_out`). In a queue with ``executor="process"`` a ``def``
+body runs in a child process instead (:mod:`errands.runtime.process_pool`,
+through :func:`execute`), which a timeout really kills. Every path classifies
+outcomes with the same :func:`classify`.
 
 Example::
 
-    ack = await execute(job, worker_cls, producer_id, threads)
+    ack = await execute(job, worker_cls, producer_id)             # an async def body
+    ack = await execute(job, worker_cls, producer_id, processes)  # def, executor="process"
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
 import logging
 import math
 import os
 import threading
 import time
 import traceback
-from concurrent.futures import Executor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -119,57 +121,26 @@ def error_record(
     }
 
 
-def _run_sync(
-    worker: Worker, job: Job, runaways: RunawayCounter, timed_out: threading.Event
-) -> Any:
-    _current_job.set(job)
-    try:
-        return worker.perform(job)
-    finally:
-        if timed_out.is_set():
-            runaways.change(-1)
-
-
 async def _run_async(worker: Worker, job: Job) -> Any:
     _current_job.set(job)
     return await worker.perform(job)
 
 
-async def _perform(
-    job: Job,
-    worker: Worker,
-    is_async: bool,
-    threads: Executor,
-    runaways: RunawayCounter,
-) -> Any:
+async def _perform(job: Job, worker: Worker) -> Any:
+    """Run an async body, cancelled at its timeout."""
     timeout = job_timeout(job, type(worker))
-    if is_async:
-        # Each job already runs in a task of its own (its own context): no
-        # extra task or wait_for on the hot path.
-        if timeout is None:
-            return await _run_async(worker, job)
-        deadline = asyncio.timeout(timeout)
-        try:
-            async with deadline:
-                return await _run_async(worker, job)
-        except TimeoutError:
-            if not deadline.expired():  # the body's own TimeoutError
-                raise
-            raise JobTimeoutError(f"job {job.id} ran past its timeout of {timeout:g}s") from None
-    timed_out = threading.Event()
-    context = contextvars.copy_context()
-    loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(threads, context.run, _run_sync, worker, job, runaways, timed_out)
+    # Each job already runs in a task of its own (its own context): no extra
+    # task or wait_for on the hot path.
     if timeout is None:
-        return await future
+        return await _run_async(worker, job)
+    deadline = asyncio.timeout(timeout)
     try:
-        return await asyncio.wait_for(asyncio.shield(future), timeout)
+        async with deadline:
+            return await _run_async(worker, job)
     except TimeoutError:
-        timed_out.set()
-        runaways.change(1)
-        if future.done():  # it finished in the same instant: not a runaway after all
-            runaways.change(-1)
-        raise thread_timed_out(job, timeout) from None
+        if not deadline.expired():  # the body's own TimeoutError
+            raise
+        raise JobTimeoutError(f"job {job.id} ran past its timeout of {timeout:g}s") from None
 
 
 def thread_timed_out(job: Job, timeout: float) -> JobTimeoutError:
@@ -250,25 +221,24 @@ async def execute(
     job: Job,
     worker_cls: type[Worker],
     producer: str,
-    threads: Executor,
-    runaways: RunawayCounter | None = None,
     processes: ProcessPool | None = None,
 ) -> Ack:
-    """Perform one attempt of ``job`` and classify its outcome.
+    """Perform one attempt of an ``async def`` job, or of a ``def`` one in ``processes``.
 
-    With ``processes`` (the pool of a queue whose executor is ``"process"``) a
-    sync body runs in a child process; an async body still runs on the loop.
+    ``processes`` is the pool of a queue whose executor is ``"process"``; a
+    ``def`` body without one runs on a
+    :class:`~errands.runtime.sync_runner.SyncRunner` instead.
     ``asyncio.CancelledError`` (shutdown) propagates: the caller leaves the job
     to be returned or rescued.
     """
-    if processes is not None and not worker_cls.is_async():
+    if not worker_cls.is_async():
+        if processes is None:
+            raise TypeError(f"{job.worker}: def bodies run on a SyncRunner or a ProcessPool")
         return await processes.execute(job, worker_cls, producer)
     job._cancel_event = CancelFlag()
     worker = worker_cls()
     try:
-        result = await _perform(
-            job, worker, worker_cls.is_async(), threads, runaways or RunawayCounter()
-        )
+        result = await _perform(job, worker)
     except BaseException as exc:
         # SystemExit or KeyboardInterrupt from a job body fails that attempt; it
         # must not take the worker down. Only our own cancellation propagates.

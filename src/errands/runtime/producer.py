@@ -297,9 +297,7 @@ class Producer:
 
     async def _run(self, job: Job, worker_cls: type[Worker], processes: ProcessPool | None) -> None:
         try:
-            ack = await execute(
-                job, worker_cls, self.id, self.node.threads, self.node.runaways, processes
-            )
+            ack = await execute(job, worker_cls, self.id, processes)
         except BaseException:
             self._forget(job.id)
             raise
