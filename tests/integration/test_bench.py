@@ -96,6 +96,13 @@ def test_drain_reports_sql_statements_per_job(engine: str, tmp_path: Path) -> No
         # engine call sends at least one statement.
         assert per_job >= calls, figures
     assert per_job < 3, figures  # the listener's polls and heartbeats are not per job
+    if engine == "sqlite":
+        assert "wal_records_per_job" not in figures and "wal_bytes_per_job" not in figures
+    else:
+        # A claim and an outcome each write the row and its index entries: several
+        # records per job, each tens of bytes at least.
+        assert 4 <= figures["wal_records_per_job"] < 100, figures
+        assert figures["wal_bytes_per_job"] > 40 * figures["wal_records_per_job"], figures
 
 
 def test_sqlite_statements_are_counted_one_per_executed_statement(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@
   ``enqueue_many`` batch — jobs/s.
 - ``drain``: pre-inserted no-op jobs, worker process(es) at a concurrency —
   jobs/s from first start to last recorded outcome, peak RSS, engine calls/job
-  and SQL statements/job (counted at the driver: see ``errands.bench.statements``).
+  and SQL statements/job (counted at the driver: see ``errands.bench.statements``);
+  on PostgreSQL also the WAL records and bytes written per job (``pg_stat_wal``),
+  which, unlike time, a noisy machine barely moves.
 - ``latency``: an idle worker; jobs enqueued at a steady rate from this
   process — insert-to-start p50/p95/p99.
 - ``io`` / ``cpu``: 100 ms async sleeps at concurrency 100; 10 ms CPU-bound
@@ -130,6 +132,20 @@ def _insert(target: Target, worker: str, jobs: int, args: dict[str, Any]) -> Non
     app.close()
 
 
+def _wal(target: Target) -> tuple[int, int] | None:
+    """PostgreSQL's WAL (records, bytes) written so far; None on SQLite or before PostgreSQL 14."""
+    if target.engine != "postgres":
+        return None
+    import psycopg
+
+    try:
+        with psycopg.connect(target.url, autocommit=True) as conn:
+            row = conn.execute("SELECT wal_records, wal_bytes FROM pg_stat_wal").fetchone()
+    except psycopg.Error:  # no pg_stat_wal (PostgreSQL < 14)
+        return None
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
 def drain(
     target: Target,
     *,
@@ -143,24 +159,31 @@ def drain(
     """Drain ``jobs`` pre-inserted jobs with ``processes`` workers at ``concurrency`` each."""
     target.reset()
     _insert(target, worker, jobs, args or {})
+    wal_before = _wal(target)
     reports = _run_children(
         target,
         processes,
         {"ERRANDS_BENCH_LIMIT": str(concurrency), "ERRANDS_BENCH_EXECUTOR": executor},
     )
+    wal_after = _wal(target)
     done = sum(r["outcomes"].get("completed", 0) for r in reports)
     if done != jobs:
         raise RuntimeError(f"drain completed {done} of {jobs} jobs: {reports}")
     elapsed = max(r["last_ack"] for r in reports) - min(r["started"] for r in reports)
     calls = sum(sum(r["engine_calls"].values()) for r in reports)
     statements = sum(r["sql_statements"] for r in reports)
-    return {
+    figures = {
         "jobs_s": jobs / elapsed,
         "rss_mib": max(r["rss_kib"] for r in reports) / 1024,
         "engine_calls_per_job": calls / jobs,
         # Every statement the workers' connections ran, listener and heartbeat included.
         "sql_statements_per_job": statements / jobs,
     }
+    if wal_before is not None and wal_after is not None:
+        # The whole server's WAL while the workers ran (their start and stop included).
+        figures["wal_records_per_job"] = (wal_after[0] - wal_before[0]) / jobs
+        figures["wal_bytes_per_job"] = (wal_after[1] - wal_before[1]) / jobs
+    return figures
 
 
 def latency(target: Target, *, jobs: int = 500, rate: float = 50.0) -> dict[str, float]:
