@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,3 +33,18 @@ def postgres_schema() -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def run_past_timeout(saw_cancel: threading.Event, release: threading.Event) -> None:
+    """A sync job body that outlives its timeout: it watches ``job.cancelled()``
+    (sets ``saw_cancel`` once it turns true), then keeps its thread until
+    ``release`` — a runaway, still running after its attempt was recorded."""
+    import errands
+
+    job = errands.current_job()
+    deadline = time.monotonic() + 5
+    while not job.cancelled() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if job.cancelled():
+        saw_cancel.set()
+    release.wait(10)

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from tests.support import run_past_timeout
 
 import errands
 from errands import JobState
@@ -374,13 +375,7 @@ def test_sync_job_timeout_records_failure_and_frees_the_slot(
 
     @app.job()
     def stubborn() -> None:
-        job = errands.current_job()
-        deadline = time.monotonic() + 5
-        while not job.cancelled() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if job.cancelled():
-            saw_cancel.set()
-        release.wait(10)  # keep the thread busy after the attempt is recorded
+        run_past_timeout(saw_cancel, release)
 
     @app.job()
     def quick() -> str:

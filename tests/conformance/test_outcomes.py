@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from tests.support import run_past_timeout
 
 import errands
 from errands import JobState
@@ -365,13 +366,7 @@ def test_drain_times_out_a_sync_body_as_a_worker_does(app: errands.App) -> None:
 
     @app.job()
     def stubborn() -> None:
-        job = errands.current_job()
-        deadline = time.monotonic() + 5
-        while not job.cancelled() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if job.cancelled():
-            saw_cancel.set()
-        release.wait(10)  # a runaway: still running after its attempt is recorded
+        run_past_timeout(saw_cancel, release)
 
     @app.job()
     def after() -> str:
