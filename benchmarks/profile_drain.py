@@ -24,6 +24,7 @@ import time
 import psycopg
 
 from errands.bench.jobs import BENCH_QUEUE, bench_app
+from errands.bench.workloads import pg_wal
 
 PG_URL = os.environ.get("ERRANDS_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SCHEMA = "errands_profile"
@@ -51,19 +52,8 @@ async def _drain(app: object, total: int) -> float:
 
 
 def _wal(engine: str) -> tuple[int, int, int]:
-    """PostgreSQL's WAL records, full-page images and bytes so far (zeros on SQLite).
-
-    Unlike time, the WAL a drain writes hardly depends on how busy the machine
-    is: a noise-free measure of the server's write work per job (indexes
-    updated, tuples written). Full-page images follow checkpoints, so compare
-    records and bytes with them in mind.
-    """
-    if engine != "postgres":
-        return 0, 0, 0
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        row = conn.execute("SELECT wal_records, wal_fpi, wal_bytes FROM pg_stat_wal").fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1]), int(row[2])
+    """WAL records, full-page images and bytes so far (zeros on SQLite): see ``pg_wal``."""
+    return (pg_wal(PG_URL) if engine == "postgres" else None) or (0, 0, 0)
 
 
 def _machine_busy_seconds() -> float:

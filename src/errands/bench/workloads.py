@@ -32,7 +32,7 @@ from typing import Any
 
 from errands.bench.jobs import bench_app
 
-__all__ = ["Target", "drain", "enqueue", "latency"]
+__all__ = ["Target", "drain", "enqueue", "latency", "pg_wal"]
 
 
 @dataclass(frozen=True)
@@ -132,18 +132,28 @@ def _insert(target: Target, worker: str, jobs: int, args: dict[str, Any]) -> Non
     app.close()
 
 
-def _wal(target: Target) -> tuple[int, int] | None:
-    """PostgreSQL's WAL (records, bytes) written so far; None on SQLite or before PostgreSQL 14."""
-    if target.engine != "postgres":
-        return None
+def pg_wal(url: str) -> tuple[int, int, int] | None:
+    """PostgreSQL's WAL written so far: (records, full-page images, bytes).
+
+    None before PostgreSQL 14 (no ``pg_stat_wal``). Unlike time, the WAL a
+    drain writes hardly depends on how busy the machine is. Full-page images
+    follow checkpoints, so compare records and bytes with them in mind.
+
+    Example: ``records, fpi, written = pg_wal("postgresql://postgres@127.0.0.1/test")``
+    """
     import psycopg
 
+    query = "SELECT wal_records, wal_fpi, wal_bytes FROM pg_stat_wal"
     try:
-        with psycopg.connect(target.url, autocommit=True) as conn:
-            row = conn.execute("SELECT wal_records, wal_bytes FROM pg_stat_wal").fetchone()
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute(query).fetchone()
     except psycopg.Error:  # no pg_stat_wal (PostgreSQL < 14)
         return None
-    return None if row is None else (int(row[0]), int(row[1]))
+    return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+
+def _wal(target: Target) -> tuple[int, int, int] | None:
+    return pg_wal(target.url) if target.engine == "postgres" else None
 
 
 def drain(
@@ -182,7 +192,7 @@ def drain(
     if wal_before is not None and wal_after is not None:
         # The whole server's WAL while the workers ran (their start and stop included).
         figures["wal_records_per_job"] = (wal_after[0] - wal_before[0]) / jobs
-        figures["wal_bytes_per_job"] = (wal_after[1] - wal_before[1]) / jobs
+        figures["wal_bytes_per_job"] = (wal_after[2] - wal_before[2]) / jobs
     return figures
 
 
