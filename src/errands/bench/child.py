@@ -17,17 +17,18 @@ import asyncio
 import functools
 import json
 import os
+import resource
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from errands.app import App
 from errands.bench.jobs import BENCH_QUEUE, env_app
 from errands.bench.statements import StatementCounter, count_statements
 
-__all__ = ["count_calls", "peak_rss_kib"]
+__all__ = ["count_calls", "cpu_seconds", "host_busy_seconds", "peak_rss_kib"]
 
 T = TypeVar("T")
 
@@ -53,6 +54,20 @@ def peak_rss_kib() -> int:
     return 0
 
 
+def cpu_seconds() -> float:
+    """CPU time this process used so far (user + system, every thread)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def host_busy_seconds() -> float:
+    """CPU time the whole machine spent busy since boot (``/proc/stat``), every core."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def count_calls(engine: Any, calls: Counter[str], last_ack: list[float]) -> None:
     """Wrap the engine's hot methods to count calls and note the last ack's time."""
     for name in _COUNTED:
@@ -68,6 +83,32 @@ def count_calls(engine: Any, calls: Counter[str], last_ack: list[float]) -> None
             return result
 
         setattr(engine, name, functools.wraps(original)(counted))
+    make_path: Callable[[], Any] | None = getattr(engine, "loop_path", None)
+    if make_path is not None:
+
+        def counted_path(_make: Callable[[], Any] = make_path) -> Any:
+            path = _make()
+            _count_path_calls(path, calls, last_ack)
+            return path
+
+        engine.loop_path = counted_path
+
+
+def _count_path_calls(path: Any, calls: Counter[str], last_ack: list[float]) -> None:
+    """Count the claims and acks an engine's loop path makes (see ``Engine.loop_path``)."""
+    for name in ("fetch", "ack"):
+        original: Callable[..., Awaitable[Any]] = getattr(path, name)
+
+        async def counted(
+            *args: Any, _name: str = name, _fn: Callable[..., Awaitable[Any]] = original
+        ) -> Any:
+            result = await _fn(*args)
+            calls[_name] += 1
+            if _name == "ack":
+                last_ack[0] = time.time()
+            return result
+
+        setattr(path, name, functools.wraps(original)(counted))
 
 
 async def _work(app: App, expect: int, statements: StatementCounter) -> dict[str, Any]:
@@ -75,6 +116,7 @@ async def _work(app: App, expect: int, statements: StatementCounter) -> dict[str
     last_ack = [0.0]
     count_calls(app.engine, calls, last_ack)
     started = time.time()
+    cpu_before, host_before = cpu_seconds(), host_busy_seconds()
     # Opening the database and checking the schema came before "go": not drain load.
     statements_before = statements.total
     node = await app.start([BENCH_QUEUE])
@@ -95,8 +137,11 @@ async def _work(app: App, expect: int, statements: StatementCounter) -> dict[str
             break
         idle_since = None
     outcomes = dict(node.outcomes)
+    cpu_after, host_after = cpu_seconds(), host_busy_seconds()
     await app.stop()
     return {
+        "cpu_s": cpu_after - cpu_before,
+        "host_busy": [host_before, host_after],
         "started": started,
         "last_ack": last_ack[0],
         "outcomes": outcomes,

@@ -160,6 +160,12 @@ def _patch_psycopg(counter: StatementCounter, undo: list[Callable[[], None]]) ->
         _patch(psycopg.Cursor, name, _once(counter), undo)
     _patch(psycopg.Cursor, "executemany", _per_parameter_set(counter), undo)
     _patch(psycopg.Connection, "_exec_command", _once(counter), undo)
+    # The worker's loop path (pg_async) claims and acks through the async classes;
+    # _once counts at the call, before the coroutine is awaited.
+    for name in ("execute", "copy", "stream"):
+        _patch(psycopg.AsyncCursor, name, _once(counter), undo)
+    _patch(psycopg.AsyncCursor, "executemany", _per_parameter_set(counter), undo)
+    _patch(psycopg.AsyncConnection, "_exec_command", _once(counter), undo)
 
 
 @contextmanager

@@ -188,6 +188,15 @@ def drain(
         "engine_calls_per_job": calls / jobs,
         # Every statement the workers' connections ran, listener and heartbeat included.
         "sql_statements_per_job": statements / jobs,
+        # CPU per job, steadier than jobs/s on a shared host: the workers' own, and the
+        # whole machine's while they drained (the database server's included, and
+        # anything else the host ran meanwhile).
+        "worker_cpu_us_per_job": sum(r["cpu_s"] for r in reports) / jobs * 1e6,
+        "host_cpu_us_per_job": (
+            max(r["host_busy"][1] for r in reports) - min(r["host_busy"][0] for r in reports)
+        )
+        / jobs
+        * 1e6,
     }
     if wal_before is not None and wal_after is not None:
         # The whole server's WAL while the workers ran (their start and stop included).
