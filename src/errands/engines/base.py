@@ -3,7 +3,9 @@
 The runtime and the :class:`~errands.App` facade talk to storage only through
 :class:`Engine`. Engine methods are synchronous and thread-safe: sync apps
 (Django, Flask) call them directly, and the async runtime calls them from a
-small thread pool so the event loop never waits on the database.
+small thread pool so the event loop never waits on the database. An engine
+whose driver speaks asyncio may also offer a :class:`LoopPath` for the two
+calls a busy worker makes most (claim, ack), run on the loop itself.
 
 "Now" is the engine's clock (the database server's, where there is one), so
 that several hosts with skewed clocks still agree on what is due and who is
@@ -34,6 +36,7 @@ __all__ = [
     "Ack",
     "CronSlot",
     "Engine",
+    "LoopPath",
     "ProducerInfo",
     "QueueState",
     "RescueCounts",
@@ -136,6 +139,34 @@ class Listener(Protocol):
 
 
 @runtime_checkable
+class LoopPath(Protocol):
+    """An engine's claim and ack as coroutines on a worker's event loop (optional).
+
+    An engine whose driver has an asyncio API may offer ``loop_path()``
+    returning one: a worker node then claims (queues without global or rate
+    limits) and records outcomes through it instead of a thread hop per call.
+    Same statements, same fence, same errors as :meth:`Engine.fetch` and
+    :meth:`Engine.ack`.
+
+    Example::
+
+        path = engine.loop_path()
+        jobs = await path.fetch("default", 10, producer_id, ["app.send"])
+        await path.close()
+    """
+
+    async def fetch(
+        self, queue: str, limit: int, producer: str, workers: Sequence[str]
+    ) -> list[Job]:
+        """Claim up to ``limit`` jobs, as :meth:`Engine.fetch` without limits."""
+
+    async def ack(self, acks: Sequence[Ack]) -> int:
+        """Apply a batch of outcomes, as :meth:`Engine.ack`."""
+
+    async def close(self) -> None:
+        """Release its connections; safe to call twice."""
+
+
 class Engine(Protocol):
     """Everything errands asks of its storage. Every method is thread-safe."""
 

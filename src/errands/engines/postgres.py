@@ -37,6 +37,7 @@ from errands.engines.base import (
     load_sql,
 )
 from errands.engines.migrations import latest_version, migrations
+from errands.engines.pg_async import PgLoopPath
 from errands.engines.pg_claim import PgClaim
 from errands.engines.pg_connect import (
     PgPool,
@@ -306,6 +307,10 @@ class PostgresEngine(PgClaim, PgControl, PgInspect):
     def release_leader(self, node: str) -> None:
         """Give the lease up if ``node`` holds it."""
         self._count("release_leader", {"node": node}, "releasing leadership")
+
+    def loop_path(self) -> PgLoopPath:
+        """Claims and acks for one worker node's event loop, without a thread hop."""
+        return PgLoopPath(self)
 
     def listen(self, wake_up: WakeUp) -> PgListener:
         """LISTEN on this schema's channel in a daemon thread; ``wake_up(queue)`` per NOTIFY."""

@@ -9,7 +9,7 @@ does not drop them.
 
 Example::
 
-    completer = Completer(node.engine, node.call_db)
+    completer = Completer(node.ack)
     await completer.start()
     completer.add(ack)
     await completer.stop()   # flushes what is left
@@ -20,15 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
-from errands.engines.base import Ack, Engine
+from errands.engines.base import Ack
 
 __all__ = ["Completer"]
 
 log = logging.getLogger("errands.completer")
 
-CallDb = Callable[..., Awaitable[Any]]
+#: Applies a batch of acks, returns how many were not stale: ``Node.ack``.
+ApplyAcks = Callable[[Sequence[Ack]], Awaitable[int]]
 
 
 class Completer:
@@ -36,14 +36,12 @@ class Completer:
 
     def __init__(
         self,
-        engine: Engine,
-        call_db: CallDb,
+        apply: ApplyAcks,
         *,
         interval: float = 0.005,
         batch_size: int = 500,
     ) -> None:
-        self.engine = engine
-        self.call_db = call_db
+        self.apply = apply
         self.interval = interval
         self.batch_size = batch_size
         self.pending: list[Ack] = []
@@ -111,7 +109,7 @@ class Completer:
         while self.pending:
             batch, self.pending = self.pending[: self.batch_size], self.pending[self.batch_size :]
             try:
-                applied = await self.call_db(self.engine.ack, batch)
+                applied = await self.apply(batch)
             except BaseException:
                 self.pending[:0] = batch
                 raise

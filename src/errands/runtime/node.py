@@ -22,10 +22,10 @@ import os
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from errands.engines.base import CONTROL_WAKE, Ack, Listener
+from errands.engines.base import CONTROL_WAKE, Ack, Listener, LoopPath
 from errands.plugins.base import Periodic
 from errands.plugins.cron import Cron
 from errands.plugins.lifeline import Lifeline
@@ -108,7 +108,9 @@ class Node:
         self._db = JobThreads("errands-db", max_threads=4)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: Listener | None = None
-        self.completer = Completer(self.engine, self.call_db)
+        #: The engine's claim and ack on this loop, where it offers them (start()).
+        self.loop_path: LoopPath | None = None
+        self.completer = Completer(self.ack)
         self.heartbeat = Heartbeat(
             self.engine,
             node=self.name,
@@ -133,6 +135,21 @@ class Node:
         future: asyncio.Future[T] = loop.create_future()
         self._db.run(_call_into, loop, future, fn, args)
         return await future
+
+    async def ack(self, acks: Sequence[Ack]) -> int:
+        """Apply a batch of outcomes: on the loop where the engine can, else on a thread."""
+        path = self.loop_path
+        if path is not None:
+            return await path.ack(acks)
+        return await self.call_db(self.engine.ack, acks)
+
+    async def _close_loop_path(self) -> None:
+        path, self.loop_path = self.loop_path, None
+        if path is not None:
+            try:
+                await path.close()
+            except Exception as exc:  # stopping anyway; its connections die with the process
+                log.warning("could not close the claim and ack connections: %s", exc)
 
     def _is_leader(self) -> bool:
         return self.heartbeat.is_leader
@@ -204,6 +221,8 @@ class Node:
         if self.started:
             return
         self._loop = asyncio.get_running_loop()
+        make_path: Callable[[], LoopPath] | None = getattr(self.engine, "loop_path", None)
+        self.loop_path = None if make_path is None else make_path()
         # Set first, so that stop() after a failed start cleans up what did start.
         self.started = True
         await self.call_db(self.app.ensure_schema)
@@ -233,6 +252,15 @@ class Node:
         if not self.started:
             return
         self.started = False
+        try:
+            await self._stop(grace)
+        finally:
+            await self._close_loop_path()
+            self.threads.shutdown(wait=False)
+            self._db.shutdown(wait=True)  # every call was awaited: the threads are idle
+        log.info("node %s stopped", self.name)
+
+    async def _stop(self, grace: float | None) -> None:
         grace = self.settings.grace_period if grace is None else grace
         if self._listener is not None:
             self._listener.stop()
@@ -286,6 +314,3 @@ class Node:
                 grace,
             )
         self.producers.clear()
-        self.threads.shutdown(wait=False)
-        self._db.shutdown(wait=True)  # every call was awaited: the threads are idle
-        log.info("node %s stopped", self.name)

@@ -210,6 +210,8 @@ class Producer:
     async def _claim(self) -> list[Job] | LimitedClaim:
         node = self.node
         engine = node.engine
+        if self.limits is None and node.loop_path is not None:
+            return await node.loop_path.fetch(self.queue, self.demand, self.id, node.worker_names)
         ack_fetch: AckFetch | None = getattr(engine, "ack_fetch", None)
         if self.limits is None and ack_fetch is not None:
             # Pending acks ride along with the claim, up to the engine's piggyback_max:
