@@ -14,7 +14,8 @@ whose node died exits within a second.
 Example::
 
     child = ChildProcess.launch(multiprocessing.get_context("spawn"), "jobs:app", "cpu-1")
-    ack = read_outcome(child.call(job_request(job, producer_id, "jobs:app")), job, producer_id)
+    reply = await child.acall(job_request(job, producer_id, "jobs:app"))
+    ack = read_outcome(reply, job, producer_id)
     await child.stop(polite=True)
 """
 
@@ -141,7 +142,7 @@ def resolve_import_path(app: App, queues: Iterable[str] = ()) -> str:
 def job_request(job: Job, producer: str, import_path: str) -> bytes:
     """The JSON message that asks a child to run one attempt of ``job``.
 
-    Example: ``child.call(job_request(job, producer_id, "myproject.jobs:app"))``
+    Example: ``await child.acall(job_request(job, producer_id, "myproject.jobs:app"))``
     """
     fields = {name: getattr(job, name) for name in _JOB_FIELDS}
     return orjson.dumps({"job": fields, "producer": producer, "import_path": import_path})
@@ -150,7 +151,7 @@ def job_request(job: Job, producer: str, import_path: str) -> bytes:
 def read_outcome(reply: bytes, job: Job, producer: str) -> Ack:
     """The :class:`~errands.engines.base.Ack` a child's reply (see :func:`run_in_child`) means.
 
-    Example: ``ack = read_outcome(child.call(request), job, producer_id)``
+    Example: ``ack = read_outcome(await child.acall(request), job, producer_id)``
     """
     data = orjson.loads(reply)
     result = data["result"]
@@ -260,7 +261,7 @@ class ChildProcess:
     Example::
 
         child = ChildProcess.launch(multiprocessing.get_context("spawn"), "jobs:app", "cpu-1")
-        reply = child.call(job_request(job, producer_id, "jobs:app"))   # blocking
+        reply = await child.acall(job_request(job, producer_id, "jobs:app"))
         await child.stop(polite=True)
     """
 
@@ -307,10 +308,47 @@ class ChildProcess:
         """True until the process has exited (checking reaps it: no zombie is left)."""
         return self.process.exitcode is None
 
-    def call(self, message: bytes) -> bytes:
-        """Send a job and wait for its outcome (blocking: runs on a pool thread)."""
+    async def acall(self, message: bytes) -> bytes:
+        """Send a job and wait for its outcome on the event loop, without a thread.
+
+        The loop watches the pipe (``add_reader``) and reads the outcome once
+        the child starts writing it: no thread hop per job. Cancelled (a
+        timeout, a cancelled job, shutdown), it stops watching and closes the
+        pipe: the caller is about to kill the child. A loop that cannot watch
+        pipes (Windows' proactor) waits on a thread instead.
+        """
+        loop = asyncio.get_running_loop()
         try:
             self.conn.send_bytes(message)
+        except OSError:
+            self.conn.close()
+            raise ChildGoneError from None
+        reply: asyncio.Future[bytes] = loop.create_future()
+        fd = self.conn.fileno()
+
+        def readable() -> None:
+            loop.remove_reader(fd)
+            if reply.done():
+                return
+            try:
+                reply.set_result(self.conn.recv_bytes())
+            except (EOFError, OSError):
+                self.conn.close()
+                reply.set_exception(ChildGoneError())
+
+        try:
+            loop.add_reader(fd, readable)
+        except NotImplementedError:
+            return await asyncio.to_thread(self._receive)
+        try:
+            return await reply
+        except asyncio.CancelledError:
+            loop.remove_reader(fd)
+            self.conn.close()
+            raise
+
+    def _receive(self) -> bytes:
+        try:
             return self.conn.recv_bytes()
         except (EOFError, OSError):
             self.conn.close()

@@ -248,13 +248,14 @@ class ProcessPool:
         except WorkerProcessError as exc:
             return classify(job, worker_cls(), producer, exc=exc)
         message = job_request(job, producer, self.import_path)
-        call = asyncio.wrap_future(self._threads.submit(child.call, message))
+        call = asyncio.ensure_future(child.acall(message))
         call.add_done_callback(_retrieve)
         stop = asyncio.ensure_future(stopped.wait())
         try:
             waiting: set[asyncio.Future[Any]] = {call, stop}
             await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
+            call.cancel()
             self._retire(child, replace=False)  # shutdown: the job is handed back
             raise
         finally:
@@ -293,6 +294,7 @@ class ProcessPool:
                 child.pid,
             )
             error = JobTimeoutError(f"job {job.id} ran past its timeout of {timeout:g}s")
+        call.cancel()  # stops watching the pipe of the child about to be killed
         self._retire(child, replace=True)
         return classify(job, worker_cls(), producer, exc=error)
 
