@@ -163,3 +163,35 @@ def test_the_claim_reads_only_the_jobs_it_takes_before_the_table_has_statistics(
             explain = b"EXPLAIN (ANALYZE, FORMAT JSON) " + engine._q(statement)
             [[plans]] = db.execute(explain, params).fetchall()
         assert 10 <= _scanned_rows(plans[0]["Plan"]) <= 20, statement
+
+
+def test_rescue_reads_only_executing_jobs_among_many_finished_ones(
+    engine: PostgresEngine, new_job: JobFactory, db: psycopg.Connection[Any], pg_schema: str
+) -> None:
+    """Schema v5 dropped the (attempted_by) index: by-producer lookups use the queue one.
+
+    Executing jobs are few; a lookup by producer must read those, never the
+    finished history, whether or not the table has statistics.
+    """
+    table = sql.SQL("{}.errands_jobs").format(sql.Identifier(pg_schema))
+    db.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(table))
+    engine.insert([new_job(args={"i": i}) for i in range(20_030)])
+    db.execute(
+        sql.SQL(
+            "UPDATE {} SET state = 'completed', attempt = 1, attempted_by = 'old', "
+            "attempted_at = now(), finished_at = now() WHERE id NOT IN "
+            "(SELECT id FROM {} ORDER BY id DESC LIMIT 30)"
+        ).format(table, table)
+    )
+    assert len(engine.fetch("default", 30, "p1", ["w"])) == 30
+    for analyzed in (False, True):
+        if analyzed:
+            db.execute(sql.SQL("ANALYZE {}").format(table))
+        for statement, params in (
+            ("rescue_producer", {"producer": "p1"}),
+            ("rescue", {"rescue_after": 30.0}),
+        ):
+            with db.transaction(force_rollback=True):
+                explain = b"EXPLAIN (ANALYZE, FORMAT JSON) " + engine._q(statement)
+                [[plans]] = db.execute(explain, params).fetchall()
+            assert _scanned_rows(plans[0]["Plan"]) == 30, (statement, analyzed, plans)

@@ -1,0 +1,11 @@
+-- errands schema v5 for PostgreSQL: one index less to update on every claim.
+-- Idempotent: safe to run twice. Runs with search_path set to the errands schema.
+--
+-- A claim is an update that changes state, so it is never HOT and writes an
+-- entry in every index whose predicate the new row meets: errands_jobs_executing
+-- (attempted_by) and errands_jobs_executing_queue (queue) both index exactly the
+-- executing jobs. Executing jobs are few (the sum of the nodes' limits), so
+-- rescue and shutdown, which look them up by producer, read the whole of
+-- errands_jobs_executing_queue instead (EXPLAIN shows it, statistics or not).
+-- Dropping an index scans nothing: the lock is held only for an instant.
+DROP INDEX IF EXISTS errands_jobs_executing;
