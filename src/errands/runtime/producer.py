@@ -1,10 +1,11 @@
 """One producer per queue: claim jobs for the free slots, run them.
 
 At most ``limit`` jobs run at once, however many wait. A busy producer of
-quick jobs (see ``Producer._ahead``) also claims one batch ahead, so the next
-jobs are in memory when slots free instead of a round trip away; jobs it
-claimed but did not start go back to the queue when it pauses or stops, or
-when they wait longer than ``HOLD``. A producer wakes on a local insert, a
+quick jobs (see ``ClaimAhead._ahead``) also claims a few milliseconds of work
+ahead, so the next jobs are in memory when slots free instead of a round trip
+away, and claims come in large batches; jobs it claimed but did not start go
+back to the queue when it pauses or stops, or when they wait longer than
+``HOLD``. A producer wakes on a local insert, a
 notification from another process, a slot freed by a finished job, or its
 poll interval, whichever comes first.
 
@@ -29,6 +30,7 @@ from errands.config import QueueConfig
 from errands.engines.base import Ack, ProducerInfo
 from errands.job import Job
 from errands.limits import LimitedClaim
+from errands.runtime.claim_ahead import ClaimAhead
 from errands.runtime.executor import execute
 from errands.runtime.process_pool import ProcessPool, pool_for
 from errands.runtime.sync_runner import SyncRunner
@@ -43,19 +45,11 @@ log = logging.getLogger("errands.producer")
 
 _UNKNOWN_CHECK_EVERY = 30.0
 
-#: Seconds a claim may wait for more running jobs to finish (see Producer._should_gather).
-GATHER = 0.001
-#: Jobs that typically take less than this (seconds) are worth gathering for,
-#: and claiming ahead of free slots.
-QUICK = 0.005
-#: Seconds a job claimed ahead may wait for a slot before it goes back to the queue.
-HOLD = 0.05
-
 #: ``engine.ack_fetch``: pending outcomes ride along with the next claim.
 AckFetch = Callable[[Sequence[Ack], str, int, str, Sequence[str]], tuple[int, list[Job], list[Ack]]]
 
 
-class Producer:
+class Producer(ClaimAhead):
     """Claims and runs the jobs of one queue within its local limit."""
 
     def __init__(self, node: Node, config: QueueConfig) -> None:
@@ -83,7 +77,9 @@ class Producer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._async_workers: dict[type[Worker], bool] = {}
+        #: Jobs claimed, and claims that returned any, since start (claim sizes: fetched / claims).
         self.fetched = 0
+        self.claims = 0
         self._wake = asyncio.Event()
         self._poll_timer: asyncio.TimerHandle | None = None
         #: When a claim deferred by _should_gather happens (0: none is waiting).
@@ -97,29 +93,6 @@ class Producer:
         self._task: asyncio.Task[None] | None = None
         self._unknown_checked = 0.0
         self._unknown_logged: set[str] = set()
-
-    @property
-    def demand(self) -> int:
-        """How many jobs the next claim may take: free slots, plus a batch ahead (see _ahead)."""
-        return max(0, self.limit + self._ahead() - len(self.running) - len(self._ready))
-
-    @property
-    def held(self) -> list[int]:
-        """Ids of every job this producer holds: running, or claimed ahead and waiting."""
-        return [*self.running, *(job.id for job in self._ready)]
-
-    def _ahead(self) -> int:
-        """How many jobs to claim beyond the free slots: one batch, or none.
-
-        Claiming ahead lets the next claim's round trip overlap the running
-        batch. It is done only where it changes nothing anyone can see: jobs
-        proven quick, which would start within milliseconds anyway (a job
-        claimed ahead is ``executing`` from its claim, its ``attempted_at`` a
-        few ms early), on a queue without global or rate limits (they count
-        executing jobs across nodes). A paused or stopping producer claims
-        nothing at all, and hands back what it claimed ahead.
-        """
-        return self.limit if self.limits is None and self._job_time < QUICK else 0
 
     def wake(self) -> None:
         """Look for work now instead of at the next poll."""
@@ -142,26 +115,6 @@ class Producer:
             loop = asyncio.get_running_loop()
             self._poll_timer = loop.call_later(self.node.poll_interval, self._tick)
 
-    def _should_gather(self) -> bool:
-        """True to wait a moment for more of our running jobs to finish before claiming.
-
-        One claim of ten rows costs little more than a claim of one, so when
-        a slot frees while others still run, the claim waits up to ``GATHER``
-        seconds for them (or until every slot is free) — only while jobs
-        typically finish within ``QUICK`` seconds: for longer ones no more
-        slots would free meanwhile. An idle producer claims at once: this
-        never delays the first job of a quiet queue; nor does one with jobs
-        claimed ahead, whose next claim is a whole batch anyway.
-        """
-        if not self.running or self._ready or self._job_time >= QUICK:
-            return False
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if self._claim_at == 0.0:
-            self._claim_at = now + GATHER
-            loop.call_at(self._claim_at, self._wake.set)
-        return now < self._claim_at
-
     async def _loop(self) -> None:
         backoff = 0.1
         poll = self.node.poll_interval
@@ -174,7 +127,7 @@ class Producer:
                 break
             if self._ready:
                 await self._hand_back_if_stuck()
-            if self.paused or self.demand == 0 or self._blocked_until > time.monotonic():
+            if self.paused or not self._should_claim() or self._blocked_until > time.monotonic():
                 continue
             if self._should_gather():
                 continue
@@ -204,6 +157,7 @@ class Producer:
                 self._start_ready()
                 self._arm_hold()
             self.fetched += len(jobs)
+            self.claims += 1 if jobs else 0
             if not jobs:
                 await self._check_unknown_workers()
 
@@ -218,7 +172,7 @@ class Producer:
             # on SQLite they would queue for the one writer anyway (PostgreSQL: see
             # pg_claim.PgClaim.piggyback_max).
             # Long jobs finish a few at a time: their acks wait for no claim then.
-            quick = self._job_time < QUICK
+            quick = self._is_quick()
             acks = node.completer.take(getattr(engine, "piggyback_max", None)) if quick else []
             try:
                 applied, jobs, retry = await node.call_db(
@@ -243,37 +197,6 @@ class Producer:
         if self._ready:
             self._ready_at = asyncio.get_running_loop().time()
         self._dispatch(starting)
-
-    async def _hand_back_if_stuck(self) -> None:
-        """Release the jobs claimed ahead if the queue paused or they waited ``HOLD`` s."""
-        if not self.paused:
-            if asyncio.get_running_loop().time() - self._ready_at <= HOLD:
-                self._arm_hold()
-                return
-            # No slot freed for HOLD s: the running jobs turned slow. Let another
-            # node have the waiting ones, and claim ahead again only once quick
-            # jobs have brought the moving average back down.
-            self._job_time = max(self._job_time, HOLD)
-        await self._release_ready()
-
-    def _arm_hold(self) -> None:
-        """Wake the loop HOLD s after the waiting jobs last moved (one timer at a time)."""
-        if self._ready and self._hold_timer is None and not self._stopping:
-            loop = asyncio.get_running_loop()
-            self._hold_timer = loop.call_at(self._ready_at + HOLD, self._hold_expired)
-
-    def _hold_expired(self) -> None:
-        self._hold_timer = None
-        self._wake.set()
-
-    async def _release_ready(self) -> None:
-        """Hand the jobs claimed ahead back to the queue, their attempts not spent."""
-        jobs, self._ready = self._ready, []
-        try:
-            await self.node.call_db(self.node.engine.release, jobs, self.id)
-        except Exception as exc:
-            # Still executing under this producer: handed back at shutdown or rescued.
-            log.warning("queue %s: could not hand back %d job(s): %s", self.queue, len(jobs), exc)
 
     def _dispatch(self, jobs: Sequence[Job]) -> None:
         registry = self.node.registry
