@@ -142,9 +142,11 @@ class Listener(Protocol):
 class LoopPath(Protocol):
     """An engine's claim and ack as coroutines on a worker's event loop (optional).
 
-    An engine whose driver has an asyncio API may offer ``loop_path()``
-    returning one: a worker node then claims (queues without global or rate
-    limits) and records outcomes through it instead of a thread hop per call.
+    An engine whose driver has an asyncio API may offer ``loop_path()``,
+    called inside the running loop, returning one (or None where that loop
+    cannot have one): a worker node then claims (queues without global or
+    rate limits) and records outcomes through it instead of a thread hop per
+    call.
     Same statements, same fence, same errors as :meth:`Engine.fetch` and
     :meth:`Engine.ack`.
 

@@ -20,6 +20,8 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -308,8 +310,16 @@ class PostgresEngine(PgClaim, PgControl, PgInspect):
         """Give the lease up if ``node`` holds it."""
         self._count("release_leader", {"node": node}, "releasing leadership")
 
-    def loop_path(self) -> PgLoopPath:
-        """Claims and acks for one worker node's event loop, without a thread hop."""
+    def loop_path(self) -> PgLoopPath | None:
+        """Claims and acks for the running event loop without a thread hop, if it can have them.
+
+        None on Windows' default ``ProactorEventLoop``, which psycopg's async
+        connections cannot use: the node then claims through its threads.
+        """
+        if sys.platform == "win32" and isinstance(
+            asyncio.get_running_loop(), getattr(asyncio, "ProactorEventLoop", ())
+        ):
+            return None
         return PgLoopPath(self)
 
     def listen(self, wake_up: WakeUp) -> PgListener:

@@ -221,7 +221,7 @@ class Node:
         if self.started:
             return
         self._loop = asyncio.get_running_loop()
-        make_path: Callable[[], LoopPath] | None = getattr(self.engine, "loop_path", None)
+        make_path: Callable[[], LoopPath | None] | None = getattr(self.engine, "loop_path", None)
         self.loop_path = None if make_path is None else make_path()
         # Set first, so that stop() after a failed start cleans up what did start.
         self.started = True

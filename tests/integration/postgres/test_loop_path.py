@@ -253,3 +253,51 @@ def test_a_worker_node_claims_and_acks_on_the_loop(pg_schema: str) -> None:
         app.close()
     # Only the queue with global limits claimed through the blocking engine call.
     assert blocking and all(call == ("fetch", True) for call in blocking), blocking
+
+
+def test_no_loop_path_on_windows_proactor_loops(
+    engine: PostgresEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg's async connections refuse Windows' ProactorEventLoop: claim on threads there."""
+
+    async def main() -> tuple[object, object]:
+        loop_class = type(asyncio.get_running_loop())
+        with monkeypatch.context() as patch:
+            patch.setattr("sys.platform", "win32")
+            patch.setattr(asyncio, "ProactorEventLoop", loop_class, raising=False)
+            on_proactor = engine.loop_path()
+        elsewhere = engine.loop_path()
+        assert elsewhere is not None
+        await elsewhere.close()
+        return on_proactor, elsewhere
+
+    on_proactor, elsewhere = run(main())
+    assert on_proactor is None and isinstance(elsewhere, PgLoopPath)
+
+
+def test_a_node_without_a_loop_path_claims_and_acks_on_threads(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = errands.App(POSTGRES_URL, schema=pg_schema, auto_migrate=True, poll_interval=0.05)
+    monkeypatch.setattr(PostgresEngine, "loop_path", lambda self: None)
+
+    @app.job()
+    def double(i: int) -> int:
+        return 2 * i
+
+    async def main() -> list[Any]:
+        node = await app.start()
+        assert node.loop_path is None
+        ids = [double.enqueue(i=i).id for i in range(10)]
+
+        def done() -> bool:
+            return all(app.get_job(i).state is JobState.COMPLETED for i in ids)  # type: ignore[union-attr]
+
+        await asyncio.to_thread(wait_for, done, 10)
+        await app.stop()
+        return [app.get_job(i).result for i in ids]  # type: ignore[union-attr]
+
+    try:
+        assert run(main()) == [2 * i for i in range(10)]
+    finally:
+        app.close()
