@@ -124,8 +124,9 @@ def test_a_quick_queue_claims_up_to_ahead_max_batches_ahead(
     until: Until,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """No-op jobs take well under a millisecond: AHEAD s of them is more than 3 batches."""
+    """However quick the jobs, no more than AHEAD_MAX batches of limit are claimed ahead."""
     monkeypatch.setattr(claim_ahead, "AHEAD_MAX", 3)
+    monkeypatch.setattr(claim_ahead, "AHEAD", 0.5)  # hundreds of batches' worth: the cap decides
     setup = Setup(make_app(queues={"default": 2}))
 
     async def main() -> None:

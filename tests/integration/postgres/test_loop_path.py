@@ -38,6 +38,20 @@ def _connections(db: psycopg.Connection[Any], application_name: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _loop_path(engine: PostgresEngine) -> PgLoopPath:
+    path = engine.loop_path()
+    assert path is not None  # None only on Windows' proactor loop
+    return path
+
+
+async def _claim_one(engine: PostgresEngine) -> list[errands.Job]:
+    path = _loop_path(engine)
+    try:
+        return await path.fetch("default", 1, "p1", ["w"])
+    finally:
+        await path.close()
+
+
 def test_it_claims_and_acks_what_the_engine_would(
     engine: PostgresEngine, new_job: JobFactory
 ) -> None:
@@ -45,7 +59,7 @@ def test_it_claims_and_acks_what_the_engine_would(
     inserted.append(*engine.insert([new_job(worker="other")]))
 
     async def main() -> tuple[list[errands.Job], int, int]:
-        path = engine.loop_path()
+        path = _loop_path(engine)
         try:
             jobs = await path.fetch("default", 3, "p1", ["w"])
             applied = await path.ack([_done(job.id, job.attempt) for job in jobs])
@@ -70,7 +84,7 @@ def test_it_claims_and_acks_what_the_engine_would(
 
 def test_nothing_to_claim_costs_no_connection(engine: PostgresEngine) -> None:
     async def main() -> tuple[list[errands.Job], list[errands.Job], int]:
-        path = engine.loop_path()
+        path = _loop_path(engine)
         try:
             return (
                 await path.fetch("default", 0, "p1", ["w"]),
@@ -95,7 +109,7 @@ def test_a_malformed_row_is_discarded_and_the_rest_run(
     )
 
     async def main() -> list[errands.Job]:
-        path = engine.loop_path()
+        path = _loop_path(engine)
         try:
             return await path.fetch("default", 10, "p1", ["w"])
         finally:
@@ -119,7 +133,7 @@ def test_its_pool_stays_within_the_engines_max_size(
 
     async def main() -> int:
         nonlocal peak
-        path = engine.loop_path()
+        path = _loop_path(engine)
         claimed = 0
         try:
             for _ in range(4):
@@ -143,15 +157,8 @@ def test_an_unreachable_server_is_a_database_error_naming_it(
         "postgresql://postgres@127.0.0.1:1/test", connect_timeout=1, pool_timeout=1
     )
 
-    async def main() -> None:
-        path = engine.loop_path()
-        try:
-            await path.fetch("default", 1, "p1", ["w"])
-        finally:
-            await path.close()
-
     with pytest.raises(DatabaseError, match=r"cannot connect to PostgreSQL at .*127\.0\.0\.1:1"):
-        run(main())
+        run(_claim_one(engine))
 
 
 def test_a_failing_statement_is_a_database_error_saying_what_failed(
@@ -159,15 +166,8 @@ def test_a_failing_statement_is_a_database_error_saying_what_failed(
 ) -> None:
     engine = make_engine()  # never migrated: no jobs table
 
-    async def main() -> None:
-        path = engine.loop_path()
-        try:
-            await path.fetch("default", 1, "p1", ["w"])
-        finally:
-            await path.close()
-
     with pytest.raises(DatabaseError, match=r"claiming jobs failed: .*errands_jobs"):
-        run(main())
+        run(_claim_one(engine))
 
 
 def test_it_carries_on_after_its_connections_are_terminated(
@@ -179,7 +179,7 @@ def test_it_carries_on_after_its_connections_are_terminated(
     engine.insert([new_job(args={"i": i}) for i in range(4)])
 
     async def main() -> tuple[int, list[BaseException]]:
-        path = engine.loop_path()
+        path = _loop_path(engine)
         failures: list[BaseException] = []
         try:
             first = await path.fetch("default", 2, "p1", ["w"])
@@ -266,8 +266,7 @@ def test_no_loop_path_on_windows_proactor_loops(
             patch.setattr("sys.platform", "win32")
             patch.setattr(asyncio, "ProactorEventLoop", loop_class, raising=False)
             on_proactor = engine.loop_path()
-        elsewhere = engine.loop_path()
-        assert elsewhere is not None
+        elsewhere = _loop_path(engine)
         await elsewhere.close()
         return on_proactor, elsewhere
 
