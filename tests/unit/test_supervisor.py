@@ -173,7 +173,9 @@ def test_children_crashing_right_after_reporting_ready_never_make_run_give_up(
     infos = messages(caplog, logging.INFO)
     assert sum("ready after" in m for m in infos) >= 4
     if fds_before is not None:  # every restart's pipe was closed again
-        assert open_fds() == fds_before
+        # Only new descriptors are a leak: others may close meanwhile (an earlier
+        # test's connection collected by the garbage collector in this process).
+        assert open_fds() - fds_before == set()
 
 
 def test_a_child_exiting_before_reporting_ready_fails_at_start_up_however_long_it_lived(
