@@ -8,7 +8,7 @@ import pytest
 
 from errands.config import QueueConfig
 from errands.job import Job, JobState
-from errands.runtime.claim_ahead import AHEAD, AHEAD_MAX, QUICK
+from errands.runtime.claim_ahead import AHEAD, AHEAD_MAX, AHEAD_ROWS, QUICK
 from errands.runtime.executor import RunawayCounter
 from errands.runtime.producer import Producer
 from errands.runtime.threads import JobThreads
@@ -32,6 +32,9 @@ def _job(job_id: int) -> Job:
         (3, 0.002, 7),  # 2.5 batches of 3
         (10, QUICK * 0.98, 10),  # barely quick: at least one batch
         (10, 0.00001, 10 * AHEAD_MAX),  # tiny jobs: capped
+        (100, 0.001, 500),  # 5 batches of 100 would be 500: at the row cap
+        (200, 0.001, 500),  # a wide queue: capped at AHEAD_ROWS...
+        (800, 0.001, 800),  # ...but never less than one batch
         (10, QUICK, 0),  # not quick: nothing ahead
         (10, 1.0, 0),  # a fresh producer, before jobs prove quick
     ],
@@ -39,7 +42,7 @@ def _job(job_id: int) -> Job:
 def test_it_claims_ahead_a_few_milliseconds_of_work(
     limit: int, job_time: float, ahead: int
 ) -> None:
-    assert AHEAD == 0.005 and AHEAD_MAX == 10  # the table above assumes these
+    assert (AHEAD, AHEAD_MAX, AHEAD_ROWS) == (0.005, 10, 500)  # the table above assumes these
     producer = _producer(limit, job_time)
     assert producer._ahead() == ahead
     assert producer.demand == limit + ahead

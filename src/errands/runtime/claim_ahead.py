@@ -26,7 +26,7 @@ from errands.limits import QueueLimits
 if TYPE_CHECKING:
     from errands.runtime.node import Node
 
-__all__ = ["AHEAD", "AHEAD_MAX", "GATHER", "HOLD", "QUICK", "ClaimAhead"]
+__all__ = ["AHEAD", "AHEAD_MAX", "AHEAD_ROWS", "GATHER", "HOLD", "QUICK", "ClaimAhead"]
 
 log = logging.getLogger("errands.producer")
 
@@ -39,8 +39,11 @@ QUICK = 0.005
 HOLD = 0.05
 #: Seconds of work a quick queue keeps claimed ahead of its free slots (see ClaimAhead._ahead).
 AHEAD = 0.005
-#: Most jobs claimed ahead, in batches of the queue's limit.
+#: Most jobs claimed ahead, in batches of the queue's limit...
 AHEAD_MAX = 10
+#: ...and in jobs, beyond the first batch: past a few hundred rows a claim saves
+#: little more per job, and a wide queue must not hoard thousands.
+AHEAD_ROWS = 500
 
 
 class ClaimAhead:
@@ -89,7 +92,8 @@ class ClaimAhead:
         jobs, and makes claims large. It is done only where it changes nothing
         anyone can see: jobs proven quick (a moving average under ``QUICK``),
         and only as many as the slots get through in ``AHEAD`` seconds at that
-        pace — at least one batch of ``limit``, at most ``AHEAD_MAX`` batches —
+        pace — at least one batch of ``limit``, at most ``AHEAD_MAX`` batches
+        and ``AHEAD_ROWS`` jobs (unless one batch is more) —
         so a job claimed ahead would have started within milliseconds anyway
         (it is ``executing`` from its claim, its ``attempted_at`` that much
         early); on a queue without global or rate limits (they count executing
@@ -99,7 +103,8 @@ class ClaimAhead:
         if self.limits is not None or self._job_time >= QUICK:
             return 0
         batches = AHEAD / max(self._job_time, 1e-6)
-        return int(self.limit * min(max(batches, 1.0), AHEAD_MAX))
+        wanted = int(self.limit * min(max(batches, 1.0), AHEAD_MAX))
+        return max(self.limit, min(wanted, AHEAD_ROWS))
 
     def _is_quick(self) -> bool:
         """True once the moving average of job times is under ``QUICK``."""
