@@ -331,10 +331,9 @@ class ChildProcess:
             if reply.done():
                 return
             try:
-                reply.set_result(self.conn.recv_bytes())
-            except (EOFError, OSError):
-                self.conn.close()
-                reply.set_exception(ChildGoneError())
+                reply.set_result(self._receive())
+            except ChildGoneError as exc:
+                reply.set_exception(exc)
 
         try:
             loop.add_reader(fd, readable)
@@ -348,6 +347,7 @@ class ChildProcess:
             raise
 
     def _receive(self) -> bytes:
+        """The child's reply (blocking once it has started writing); closes a dead pipe."""
         try:
             return self.conn.recv_bytes()
         except (EOFError, OSError):
