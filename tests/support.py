@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+#: The repository's root: worker processes import ``tests.sink`` from it.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def worker_pythonpath(module_dir: Path) -> str:
+    """``PYTHONPATH`` for a worker process: its written module, then ``tests`` (for the sink)."""
+    return os.pathsep.join([str(module_dir), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, every: float = 0.02) -> None:

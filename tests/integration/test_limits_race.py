@@ -25,7 +25,7 @@ import pytest
 
 import errands
 from errands.limits import QueueLimits
-from tests.support import POSTGRES_URL, postgres_schema, wait_for
+from tests.support import POSTGRES_URL, postgres_schema, wait_for, worker_pythonpath
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +36,7 @@ WORKER_MODULE = textwrap.dedent(
     """
     import asyncio, json, os, signal, time
     import errands
+    from tests.sink import append
 
     app = errands.App(
         os.environ["TEST_DATABASE_URL"],
@@ -49,12 +50,7 @@ WORKER_MODULE = textwrap.dedent(
     )
 
     def record(event: str, job_id: int, account: str = "-") -> None:
-        line = f"{event} {job_id} {os.getpid()} {time.time()} {account}\\n".encode()
-        fd = os.open(os.environ["TEST_SINK"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        try:
-            os.write(fd, line)  # one short O_APPEND write: atomic across processes
-        finally:
-            os.close(fd)
+        append(event, job_id, os.getpid(), time.time(), account)
 
     @app.job(name="work", queue="limited")
     async def work(sleep: float = 0.05, account_id: str = "-") -> None:
@@ -140,7 +136,7 @@ def workers(tmp_path: Path, database_url: str, schema: str | None) -> Iterator[A
             TEST_SCHEMA=schema or "",
             TEST_SINK=str(tmp_path / "sink.log"),
             TEST_QUEUE_OPTIONS=json.dumps(options),
-            PYTHONPATH=os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]),
+            PYTHONPATH=worker_pythonpath(tmp_path),
         )
         client = errands.App(database_url, schema=schema, auto_migrate=True)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import errands
-from tests.support import wait_for
+from tests.support import wait_for, worker_pythonpath
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +26,7 @@ WORKER_MODULE = textwrap.dedent(
     """
     import os, time
     import errands
+    from tests.sink import append
 
     app = errands.App(
         os.environ["TEST_DATABASE_URL"],
@@ -39,12 +40,7 @@ WORKER_MODULE = textwrap.dedent(
     )
 
     def record(event: str, job_id: int) -> None:
-        line = f"{event} {job_id} {os.getpid()} {time.time()}\\n".encode()
-        fd = os.open(os.environ["TEST_SINK"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        try:
-            os.write(fd, line)  # one short O_APPEND write: atomic across processes
-        finally:
-            os.close(fd)
+        append(event, job_id, os.getpid(), time.time())
 
     @app.job(name="work")
     def work(sleep: float = 0.0, first_sleep: float = 0.0) -> int:
@@ -65,7 +61,7 @@ def worker_env(tmp_path: Path, database_url: str, schema: str | None) -> dict[st
         TEST_DATABASE_URL=database_url,
         TEST_SCHEMA=schema or "",
         TEST_SINK=str(tmp_path / "sink.log"),
-        PYTHONPATH=os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]),
+        PYTHONPATH=worker_pythonpath(tmp_path),
     )
     return env
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import errands
-from tests.support import wait_for
+from tests.support import wait_for, worker_pythonpath
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +30,7 @@ APP_MODULE = textwrap.dedent(
     """
     import os
     import errands
+    from tests.sink import append
 
     app = errands.App(
         os.environ["TEST_DATABASE_URL"],
@@ -43,12 +44,7 @@ APP_MODULE = textwrap.dedent(
     )
 
     def record(event: str) -> None:
-        line = f"{event} {errands.current_job().id} {os.getpid()}\\n".encode()
-        fd = os.open(os.environ["TEST_SINK"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        try:
-            os.write(fd, line)  # one short O_APPEND write: atomic across processes
-        finally:
-            os.close(fd)
+        append(event, errands.current_job().id, os.getpid())
 
     @app.job(name="work")
     def work() -> int:
@@ -72,7 +68,7 @@ def worker_env(tmp_path: Path, database_url: str, schema: str | None) -> dict[st
         TEST_DATABASE_URL=database_url,
         TEST_SCHEMA=schema or "",
         TEST_SINK=str(tmp_path / "sink.log"),
-        PYTHONPATH=os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]),
+        PYTHONPATH=worker_pythonpath(tmp_path),
     )
     return env
 
