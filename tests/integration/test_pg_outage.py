@@ -20,7 +20,7 @@ import pytest
 
 import errands
 from tests.integration.test_processes import WORKER_MODULE, read_sink_times, start_worker, stop
-from tests.support import POSTGRES_URL, postgres_schema, wait_for
+from tests.support import POSTGRES_URL, postgres_schema, wait_for, worker_pythonpath
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ def pg_env(tmp_path: Path):
             TEST_SINK=str(tmp_path / "sink.log"),
             # Longer than any outage here: a live node must not be declared dead.
             TEST_RESCUE_AFTER="15",
-            PYTHONPATH=os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]),
+            PYTHONPATH=worker_pythonpath(tmp_path),
         )
         yield env
 

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 
 import errands
-from tests.support import POSTGRES_URL, postgres_schema, wait_for
+from tests.support import POSTGRES_URL, postgres_schema, wait_for, worker_pythonpath
 
 pytestmark = pytest.mark.slow
 
@@ -180,7 +180,7 @@ def worker_env(tmp_path: Path, schema: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ERRANDS_")}
     env.update(
         TEST_SCHEMA=schema,
-        PYTHONPATH=os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]),
+        PYTHONPATH=worker_pythonpath(tmp_path),
     )
     return env
 
