@@ -151,6 +151,34 @@ def test_global_and_rate_limit_together(app: errands.App) -> None:
     assert _claim(app, "node-1", both) == []
 
 
+def test_rate_limit_counts_only_the_starts_it_admitted(app: errands.App) -> None:
+    """Starts by claims that do not apply the rate limit are not in its window.
+
+    Only a rate-limited claim records the start it counts (schema v6), so plain
+    claims and acks, the hot path of every other queue, keep no index for it.
+    """
+    _setup(app)
+    app.enqueue_many([app.new_job("lim.a", {"n": i}) for i in range(8)])
+    plain = _claim(app, "node-1", None, n=2)
+    global_only = _claim(app, "node-1", QueueLimits(global_limit=10), n=2)
+    _finish(app, plain + global_only)
+    rate = QueueLimits(rate_limit=RateLimit(2, 60))
+    assert len(_claim(app, "node-2", rate)) == 2, "four earlier starts, none rate-limited"
+    assert _claim(app, "node-2", rate) == []
+
+
+def test_releasing_a_first_attempt_gives_its_rate_start_back(app: errands.App) -> None:
+    _setup(app)
+    app.enqueue_many([app.new_job("lim.a", {"n": i}) for i in range(3)])
+    rate = QueueLimits(rate_limit=RateLimit(1, 60))
+    claimed = app.engine.fetch("q", 5, "node-1", app.registry.names(), rate)
+    assert len(claimed) == 1
+    assert app.engine.release(list(claimed), "node-1") == 1
+    again = _claim(app, "node-2", rate)
+    assert again == [claimed[0].id], "the released job never started: the window is empty"
+    assert _claim(app, "node-2", rate) == []
+
+
 def test_limited_claim_skips_unknown_workers_and_other_queues(app: errands.App) -> None:
     _setup(app)
     app.enqueue("lim.a", {"n": 1}, queue="other")

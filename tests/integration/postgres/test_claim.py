@@ -11,6 +11,7 @@ from psycopg import sql
 from errands.engines.base import Ack
 from errands.engines.postgres import PostgresEngine
 from errands.job import JobState
+from errands.limits import QueueLimits, RateLimit
 from tests.integration.postgres.conftest import EngineFactory, JobFactory
 from tests.support import POSTGRES_URL
 
@@ -195,3 +196,29 @@ def test_rescue_reads_only_executing_jobs_among_many_finished_ones(
                 explain = b"EXPLAIN (ANALYZE, FORMAT JSON) " + engine._q(statement)
                 [[plans]] = db.execute(explain, params).fetchall()
             assert _scanned_rows(plans[0]["Plan"]) == 30, (statement, analyzed, plans)
+
+
+def _index_pages(db: psycopg.Connection[Any], schema: str, index: str) -> int:
+    [[size]] = db.execute("SELECT pg_relation_size(%s::regclass)", [f"{schema}.{index}"]).fetchall()
+    return int(size) // 8192
+
+
+def test_plain_claims_and_acks_never_write_the_rate_index(
+    engine: PostgresEngine, new_job: JobFactory, db: psycopg.Connection[Any], pg_schema: str
+) -> None:
+    """Schema v6: only rate-limited claims enter errands_jobs_rate_started.
+
+    Its predicate (rate_started_at IS NOT NULL) is false for every row a plain
+    claim or ack writes, so the index stays at its metapage and one empty leaf.
+    """
+    engine.insert([new_job(args={"i": i}) for i in range(600)])
+    empty = _index_pages(db, pg_schema, "errands_jobs_rate_started")
+    for _ in range(3):
+        claimed = engine.fetch("default", 100, "p1", ["w"])
+        assert engine.ack([_done(job.id, job.attempt) for job in claimed]) == 100
+    assert _index_pages(db, pg_schema, "errands_jobs_rate_started") == empty <= 2
+
+    rate = QueueLimits(rate_limit=RateLimit(1000, 60))
+    limited = engine.fetch("default", 300, "p1", ["w"], rate)
+    assert len(limited) == 300
+    assert _index_pages(db, pg_schema, "errands_jobs_rate_started") > empty, "rate starts are in it"

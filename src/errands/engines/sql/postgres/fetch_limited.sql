@@ -11,7 +11,8 @@
 -- (a NULL limit means no cap); a partition without executing or recent jobs has
 -- default_room. The claim walks the first "scan" waiting jobs of partitions with
 -- room, in priority order, and takes at most `room` of each, "limit" in all.
--- A job counts as started at its latest attempted_at: the rate window slides over it.
+-- A job counts as started at its latest rate-limited start, rate_started_at (set
+-- here only when the queue has a rate_limit): the rate window slides over it.
 -- The clock is read after the lock was granted (clock_timestamp(), not the
 -- transaction's now()), so a claimer that waited does not record an old start.
 WITH clock AS MATERIALIZED (
@@ -30,7 +31,7 @@ started AS (
     FROM {schema}.errands_jobs AS j, clock
     WHERE j.queue = %(queue)s
       AND %(rate_count)s::integer IS NOT NULL
-      AND j.attempted_at > clock.now - make_interval(secs => %(rate_per)s::float8)
+      AND j.rate_started_at > clock.now - make_interval(secs => %(rate_per)s::float8)
     GROUP BY 2
 ),
 used AS (
@@ -80,7 +81,9 @@ UPDATE {schema}.errands_jobs AS j
 SET state = 'executing',
     attempt = j.attempt + 1,
     attempted_at = clock.now,
-    attempted_by = %(producer)s
+    attempted_by = %(producer)s,
+    rate_started_at = CASE WHEN %(rate_count)s::integer IS NOT NULL THEN clock.now
+                           ELSE j.rate_started_at END
 FROM picked, clock
 WHERE j.id = picked.id
 RETURNING j.*

@@ -6,7 +6,8 @@ UPDATE {schema}.errands_jobs AS j
 SET state = 'available',
     attempt = j.attempt - 1,
     attempted_by = NULL,
-    attempted_at = CASE WHEN j.attempt > 1 THEN j.attempted_at END
+    attempted_at = CASE WHEN j.attempt > 1 THEN j.attempted_at END,
+    rate_started_at = CASE WHEN j.attempt > 1 THEN j.rate_started_at END
 FROM json_to_recordset(%(jobs)s::json) AS r(id bigint, attempt integer)
 WHERE j.id = r.id
   AND j.state = 'executing'

@@ -21,7 +21,7 @@ started AS (
                     ELSE '' END AS pkey,
            count(*) AS n
     FROM errands_jobs AS j
-    WHERE j.queue = :queue AND j.attempted_at > :since AND :rate_count IS NOT NULL
+    WHERE j.queue = :queue AND j.rate_started_at > :since AND :rate_count IS NOT NULL
     GROUP BY 1
 ),
 used AS (

@@ -11,13 +11,15 @@
 -- (a NULL limit means no cap); a partition without executing or recent jobs has
 -- :default_room. The claim walks the first :scan waiting jobs of partitions with
 -- room, in priority order, and takes at most `room` of each, :limit in all.
--- A job counts as started at its latest attempted_at: the rate window slides over it.
+-- A job counts as started at its latest rate-limited start, rate_started_at (set
+-- here only when the queue has a rate_limit): the rate window slides over it.
 -- include: _limited_ranked
 UPDATE errands_jobs
 SET state = 'executing',
     attempt = attempt + 1,
     attempted_at = :now,
-    attempted_by = :producer
+    attempted_by = :producer,
+    rate_started_at = CASE WHEN :rate_count IS NOT NULL THEN :now ELSE rate_started_at END
 WHERE id IN (
     SELECT id FROM ranked
     WHERE kind = 0 AND rn <= room

@@ -6,7 +6,8 @@ UPDATE errands_jobs
 SET state = 'available',
     attempt = attempt - 1,
     attempted_by = NULL,
-    attempted_at = CASE WHEN attempt > 1 THEN attempted_at END
+    attempted_at = CASE WHEN attempt > 1 THEN attempted_at END,
+    rate_started_at = CASE WHEN attempt > 1 THEN rate_started_at END
 WHERE id = :id
   AND state = 'executing'
   AND attempt = :attempt
