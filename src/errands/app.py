@@ -305,12 +305,7 @@ class App(JobAccess, QueueControl, BulkJobs, Lifecycle):
 
         Example: ``app.enqueue_many([send_email.new(to=a) for a in addresses])``
         """
-        batch = list(jobs)
-        for item in batch:
-            if not isinstance(item, NewJob):
-                raise InvalidJobError(
-                    f"enqueue_many takes jobs made by fn.new(...) or app.new_job(...), got {item!r}"
-                )
+        batch = self._checked(jobs)
         self.ensure_schema()
         inserted = self.engine.insert(batch, conn=conn)
         node = self._node
@@ -318,6 +313,16 @@ class App(JobAccess, QueueControl, BulkJobs, Lifecycle):
             for queue in {job.queue for job in inserted}:
                 node.wake(queue)
         return inserted
+
+    @staticmethod
+    def _checked(jobs: Iterable[NewJob]) -> list[NewJob]:
+        batch = list(jobs)
+        for item in batch:
+            if not isinstance(item, NewJob):
+                raise InvalidJobError(
+                    f"enqueue_many takes jobs made by fn.new(...) or app.new_job(...), got {item!r}"
+                )
+        return batch
 
     def enqueue(
         self,
@@ -343,16 +348,32 @@ class App(JobAccess, QueueControl, BulkJobs, Lifecycle):
         options: JobOptions | None = None,
         **extra: Any,
     ) -> Job:
-        """The async twin of :meth:`enqueue` (the database call runs in a thread)."""
+        """The async twin of :meth:`enqueue`; ``conn`` may be an async connection.
+
+        Example: ``await app.aenqueue("mail.send", {"to": "a@b.c"}, conn=session)``
+        """
         new = self.new_job(worker, args, options, **extra)
         return (await self.aenqueue_many([new], conn=conn))[0]
 
     async def aenqueue_many(self, jobs: Iterable[NewJob], *, conn: Any = None) -> list[Job]:
         """The async twin of :meth:`enqueue_many`.
 
-        With ``conn`` the insert runs right here, on the caller's connection and
-        thread (a sqlite3 connection refuses other threads); without it, in a thread.
+        With ``conn`` the jobs join the caller's open transaction: on PostgreSQL
+        an async connection (psycopg ``AsyncConnection``, SQLAlchemy
+        ``AsyncConnection`` or ``AsyncSession`` on ``postgresql+psycopg://``) is
+        awaited on this loop; a sync one (and any sqlite3 connection, which
+        refuses other threads) runs right here. Without ``conn`` the insert runs
+        in a thread, on the engine's own connections.
+
+        Example::
+
+            async with AsyncSession(engine) as session, session.begin():
+                session.add(order)
+                await app.aenqueue_many([ship.new(order_id=order.id)], conn=session)
         """
         if conn is not None:
-            return self.enqueue_many(jobs, conn=conn)
+            batch = self._checked(jobs)
+            if not self._schema_ready:
+                await asyncio.to_thread(self.ensure_schema)
+            return await self.engine.ainsert(batch, conn)
         return await asyncio.to_thread(self.enqueue_many, list(jobs))

@@ -29,9 +29,9 @@ import dataclasses
 import hashlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 
@@ -49,6 +49,7 @@ __all__ = [
     "check_replace",
     "conflict_params",
     "insert_resolving",
+    "resolving",
     "state_mask",
     "unique_columns",
     "unique_hash",
@@ -259,24 +260,29 @@ def conflict_params(jobs: Sequence[NewJob]) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
-def insert_resolving(
+T = TypeVar("T")
+
+
+def resolving(
     jobs: Sequence[NewJob],
-    insert: Callable[[Sequence[NewJob]], dict[int, Job]],
-    existing: Callable[[Sequence[NewJob]], dict[str, Job]],
-) -> list[Job]:
+    insert: Callable[[Sequence[NewJob]], Generator[Any, Any, dict[int, Job]]],
+    existing: Callable[[Sequence[NewJob]], Generator[Any, Any, dict[str, Job]]],
+) -> Generator[Any, Any, list[Job]]:
     """Insert ``jobs`` and pair every skipped duplicate with the job holding its key.
 
     ``insert`` inserts a batch and returns ``{position: job}`` for the rows it
     inserted; ``existing`` returns ``{unique_key: job}`` for the keys of the
-    skipped ones (applying their ``replace``). Returns one job per input, in
-    input order, duplicates with ``conflict=True``.
+    skipped ones (applying their ``replace``). Both are generators of whatever
+    requests their driver runs (PostgreSQL runs them on a sync or an async
+    connection: :mod:`errands.engines.pg_plan`), and so is this. Returns one
+    job per input, in input order, duplicates with ``conflict=True``.
 
-    Example: ``insert_resolving(batch, insert_statement, fetch_holders)`` (see the engines).
+    Example: ``jobs = yield from resolving(batch, insert_steps, holder_steps)``
     """
     result: list[Job | None] = [None] * len(jobs)
     pending = list(range(len(jobs)))
     for _ in range(MAX_ROUNDS):
-        inserted = insert([jobs[i] for i in pending])
+        inserted = yield from insert([jobs[i] for i in pending])
         skipped: list[int] = []
         for position, index in enumerate(pending):
             job = inserted.get(position)
@@ -288,7 +294,7 @@ def insert_resolving(
                 skipped.append(index)
         if not skipped:
             break
-        holders = existing([jobs[i] for i in skipped])
+        holders = yield from existing([jobs[i] for i in skipped])
         pending = []
         for index in skipped:
             holder = holders.get(jobs[index].unique_hash or "")
@@ -305,3 +311,32 @@ def insert_resolving(
             f"{MAX_ROUNDS} tries: their keys keep changing hands"
         )
     return done
+
+
+def insert_resolving(
+    jobs: Sequence[NewJob],
+    insert: Callable[[Sequence[NewJob]], dict[int, Job]],
+    existing: Callable[[Sequence[NewJob]], dict[str, Job]],
+) -> list[Job]:
+    """:func:`resolving` with plain functions that run their statements themselves.
+
+    Example: ``insert_resolving(batch, insert_statement, fetch_holders)`` (SQLite engine).
+    """
+    steps = resolving(jobs, _at_once(insert), _at_once(existing))
+    try:
+        next(steps)
+    except StopIteration as finished:
+        return cast("list[Job]", finished.value)
+    raise RuntimeError("insert_resolving: a plain function cannot yield requests")
+
+
+def _at_once(
+    function: Callable[[Sequence[NewJob]], T],
+) -> Callable[[Sequence[NewJob]], Generator[Any, Any, T]]:
+    """``function`` as a generator that requests nothing and returns its result."""
+
+    def steps(batch: Sequence[NewJob]) -> Generator[Any, Any, T]:
+        return function(batch)
+        yield  # unreachable: makes this function a generator
+
+    return steps

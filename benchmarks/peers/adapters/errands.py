@@ -121,32 +121,57 @@ class ErrandsPostgres(_Errands):
 
 
 class ErrandsPostgresAsync(AsyncClient, ErrandsPostgres):
-    """errands on PostgreSQL, ``aenqueue``/``aenqueue_many``, ``async def`` job."""
+    """errands on PostgreSQL, ``aenqueue``/``aenqueue_many``, ``async def`` job.
+
+    Like pgqueuer's client on its asyncpg connection, enqueues go through one
+    connection the caller holds: a psycopg ``AsyncConnection`` in autocommit,
+    passed as ``conn=`` (awaited on the loop, each call its own transaction).
+    """
 
     name = "errands-pg-async"
     style = "async"
     worker_name = "bench.anoop"
+    _conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None:
+            self._conn = await psycopg.AsyncConnection.connect(self.url(), autocommit=True)
+        return self._conn
 
     def warm_up(self) -> None:
         app = self.app()
-        self.run(app.aenqueue(app.registry.resolve(self.worker_name), {"i": -1}))
+
+        async def warm_up() -> None:
+            job = app.registry.resolve(self.worker_name)
+            await app.aenqueue(job, {"i": -1}, conn=await self._connection())
+
+        self.run(warm_up())
 
     def bulk(self, n: int) -> None:
         app = self.app()
         job = app.registry.resolve(self.worker_name)
-        self.run(app.aenqueue_many([app.new_job(job, {"i": i}) for i in range(n)]))
+
+        async def bulk() -> None:
+            jobs = [app.new_job(job, {"i": i}) for i in range(n)]
+            await app.aenqueue_many(jobs, conn=await self._connection())
+
+        self.run(bulk())
 
     def single(self, n: int) -> None:
         app = self.app()
         job = app.registry.resolve(self.worker_name)
 
         async def single() -> None:
+            conn = await self._connection()
             for i in range(n):
-                await app.aenqueue(job, {"i": i})
+                await app.aenqueue(job, {"i": i}, conn=conn)
 
         self.run(single())
 
     def teardown(self) -> None:
+        if self._conn is not None:
+            self.run(self._conn.close())
+            self._conn = None
         super().teardown()
         self.close_loop()
 

@@ -190,6 +190,14 @@ class Engine(Protocol):
     def insert(self, jobs: Sequence[NewJob], conn: Any = None) -> list[Job]:
         """Insert ``jobs`` in one round trip; inside ``conn``'s transaction when given."""
 
+    async def ainsert(self, jobs: Sequence[NewJob], conn: Any) -> list[Job]:
+        """Insert ``jobs`` inside the transaction of the caller's ``conn``, from async code.
+
+        An async connection the engine can drive is awaited on the caller's
+        loop; a sync one is used right here, on the calling thread (as
+        :meth:`insert` would), since the caller holds it in this thread.
+        """
+
     def insert_cron(self, slots: Sequence[CronSlot]) -> list[Job]:
         """Insert each slot row and, only if it was new, its job, in one transaction.
 

@@ -8,15 +8,12 @@ list of queries:
   psycopg errors come out as :class:`~errands.errors.DatabaseError`;
 - :func:`connection_error`: a :class:`~errands.errors.DatabaseError` that names
   the URL (password masked) and what to check, from a psycopg error;
-- :func:`driver_connection`: the psycopg connection under whatever the caller
-  passed as ``conn=`` for a transactional enqueue (psycopg, SQLAlchemy
-  ``Connection``/``Session``, Django connection);
 - :func:`check_storable`, :func:`storable_json`, :func:`storable_time`: values
   PostgreSQL cannot hold (NUL in jsonb, times past year 9999, NaN).
 
 Example::
 
-    raw = driver_connection(session)   # a SQLAlchemy Session on postgresql+psycopg://
+    pool = PgPool(url, label="errands", min_size=1, max_size=4, connect_timeout=5, pool_timeout=30)
 """
 
 from __future__ import annotations
@@ -31,7 +28,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.abc import Buffer
@@ -52,11 +49,13 @@ __all__ = [
     "connect_kwargs",
     "connection_error",
     "dict_cursor",
-    "driver_connection",
     "normalize_url",
+    "raw_json",
     "storable_json",
     "storable_time",
 ]
+
+CursorT = TypeVar("CursorT", psycopg.Cursor[Any], psycopg.AsyncCursor[Any])
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +196,11 @@ def dict_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Row]:
     The loaders are registered on the cursor only, so a caller's connection
     (transactional enqueue) keeps its own adapters.
     """
-    cur = conn.cursor(row_factory=dict_row)
+    return raw_json(conn.cursor(row_factory=dict_row))
+
+
+def raw_json(cur: CursorT) -> CursorT:
+    """``cur``, its JSON columns now loaded as text for errands' codec (sync or async)."""
     cur.adapters.register_loader("jsonb", RawJsonLoader)
     cur.adapters.register_loader("json", RawJsonLoader)
     return cur
@@ -314,63 +317,3 @@ class PgPool:
         _OPEN.discard(self)
         if pool is not None and self._pid == os.getpid():
             pool.close(timeout=5)
-
-
-def _from_sqlalchemy(conn: Any) -> Any:
-    """The DBAPI connection under a SQLAlchemy Connection or Session, in a transaction."""
-    from sqlalchemy.engine import Connection as SAConnection
-    from sqlalchemy.orm import Session, scoped_session
-
-    if isinstance(conn, (Session, scoped_session)):
-        conn = conn.connection()  # joins (or begins) the session's transaction
-    if not isinstance(conn, SAConnection):
-        raise TypeError(
-            f"conn must be a psycopg Connection, a SQLAlchemy Connection or Session, "
-            f"got {type(conn).__module__}.{type(conn).__qualname__}"
-        )
-    if not conn.in_transaction():
-        conn.begin()  # what SQLAlchemy's autobegin would do on the caller's first statement
-    driver = conn.connection.driver_connection
-    if not isinstance(driver, psycopg.Connection):
-        dialect = f"{conn.dialect.name}+{conn.dialect.driver}"
-        raise TypeError(
-            f"conn is a SQLAlchemy connection using the {dialect!r} driver; errands needs "
-            "psycopg 3: create the SQLAlchemy engine with a postgresql+psycopg:// URL"
-        )
-    return driver
-
-
-def driver_connection(conn: Any) -> psycopg.Connection[Any]:
-    """The sync psycopg connection behind ``conn``, or :class:`TypeError` naming its type."""
-    if isinstance(conn, psycopg.Connection):
-        return conn
-    kind = f"{type(conn).__module__}.{type(conn).__qualname__}"
-    if isinstance(conn, psycopg.AsyncConnection):
-        raise TypeError(
-            "conn is a psycopg AsyncConnection; the sync enqueue needs a sync "
-            "psycopg.Connection (or use aenqueue without conn=)"
-        )
-    module = type(conn).__module__ or ""
-    if module.startswith("sqlalchemy"):
-        if module.startswith("sqlalchemy.ext.asyncio"):
-            raise TypeError(
-                f"conn is a SQLAlchemy async object ({kind}); transactional enqueue "
-                "needs a sync SQLAlchemy Connection or Session"
-            )
-        return driver_connection(_from_sqlalchemy(conn))
-    # A Django connection wrapper: .cursor() and .connection (None until connected).
-    if callable(getattr(conn, "cursor", None)) and hasattr(conn, "connection"):
-        ensure = getattr(conn, "ensure_connection", None)
-        if callable(ensure):
-            ensure()
-        raw = conn.connection
-        if isinstance(raw, psycopg.Connection):
-            return raw
-        raise TypeError(
-            f"conn ({kind}) wraps a {type(raw).__module__}.{type(raw).__qualname__}; "
-            "errands needs a psycopg 3 connection (Django: use the psycopg 3 backend)"
-        )
-    raise TypeError(
-        f"conn must be a psycopg Connection, a SQLAlchemy Connection or Session "
-        f"(postgresql+psycopg://) or a Django connection for a PostgreSQL app, got {kind}"
-    )

@@ -33,34 +33,27 @@ takes the ``unnest`` path.
 
 Example::
 
-    jobs = copy_insert(engine, conn, new_jobs)   # len(new_jobs) >= COPY_MIN
+    jobs = run_plan(conn, copy_plan(engine, new_jobs))   # len(new_jobs) >= COPY_MIN
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import tuple_row
 
-from errands.engines.inserted import (
-    PG_EPOCH_US,
-    inserted_job,
-    paused_gc,
-    pg_micros,
-    unix_seconds,
-)
+from errands.engines.inserted import PG_EPOCH_US, inserted_job, pg_micros, unix_seconds
+from errands.engines.pg_plan import CopyIn, Plan, Statement, Steps
 from errands.errors import InvalidJobError
 from errands.job import Job, JobState, NewJob
 
 if TYPE_CHECKING:
     from errands.engines.postgres import PostgresEngine
 
-__all__ = ["COPY_MIN", "copy_insert", "copyable"]
+__all__ = ["COPY_MIN", "copy_plan", "copyable"]
 
 #: Fewest jobs worth a COPY. Measured per job on a pooled connection: at 16 jobs
 #: COPY and the ``unnest`` INSERT tie (wall, client and server CPU); from 24 COPY
@@ -161,7 +154,7 @@ class _Rows:
         return b"".join(parts)
 
 
-def copyable(conn: psycopg.Connection[Any]) -> bool:
+def copyable(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     """Whether COPY can run on ``conn``: UTF-8 text goes as it is, no pipeline mode."""
     return (
         conn.info.encoding == "utf-8"
@@ -169,38 +162,36 @@ def copyable(conn: psycopg.Connection[Any]) -> bool:
     )
 
 
-def copy_insert(
-    engine: PostgresEngine, conn: psycopg.Connection[Any], jobs: Sequence[NewJob]
-) -> list[Job]:
-    """Insert ``jobs`` (no unique keys) with COPY on ``conn``; one job per input, in order.
+def copy_plan(engine: PostgresEngine, jobs: Sequence[NewJob]) -> Plan:
+    """Insert ``jobs`` (no unique keys) with COPY; one job per input, in order.
 
-    Runs in a transaction of its own on an autocommit connection, otherwise in
-    the caller's open transaction, which is left open.
+    Its three statements commit together: in a transaction of their own on an
+    autocommit connection, otherwise in the caller's open transaction, which is
+    left open.
     """
+    return Plan(_copy_steps(engine, jobs), atomic=True)
+
+
+def _copy_steps(engine: PostgresEngine, jobs: Sequence[NewJob]) -> Steps:
     params = {
         "n": len(jobs),
         "table": sql.Identifier(engine.schema, "errands_jobs").as_string(None),
     }
+    [(now_us, ids)] = yield Statement(engine._q("copy_reserve"), params)
+    ids = sorted(ids)  # ids grow in input order
+    rows = _Rows(now_us - PG_EPOCH_US)
     result: list[Job] = []
-    with (
-        conn.transaction() if conn.autocommit else nullcontext(),
-        # Text results and tuple rows, whatever the caller's connection is set up
-        # with (Django's client-side cursors cannot return binary results).
-        conn.cursor(row_factory=tuple_row) as cur,
-    ):
-        cur.execute(engine._q("copy_reserve"), params)
-        reserved = cur.fetchone()
-        assert reserved is not None
-        now_us, ids = reserved[0], sorted(reserved[1])  # sorted: ids grow in input order
-        rows = _Rows(now_us - PG_EPOCH_US)
-        with paused_gc(), cur.copy(engine._q("copy_jobs")) as copy:
-            copy.write(_SIGNATURE)
-            for start in range(0, len(jobs), CHUNK):
-                copy.write(rows.encode(jobs[start : start + CHUNK], ids, start, result))
-            copy.write(_TRAILER)
-        channel = engine._channel
-        if channel is not None:
-            queues = sorted({job.queue for job in result if job.state is AVAILABLE})
-            if queues:
-                cur.execute(engine._q("copy_notify"), {"channel": channel, "queues": queues})
+
+    def chunks() -> Iterator[bytes]:
+        yield _SIGNATURE
+        for start in range(0, len(jobs), CHUNK):
+            yield rows.encode(jobs[start : start + CHUNK], ids, start, result)
+        yield _TRAILER
+
+    yield CopyIn(engine._q("copy_jobs"), chunks())
+    channel = engine._channel
+    if channel is not None:
+        queues = sorted({job.queue for job in result if job.state is AVAILABLE})
+        if queues:
+            yield Statement(engine._q("copy_notify"), {"channel": channel, "queues": queues})
     return result

@@ -15,17 +15,20 @@ one transaction (the caller's, for a transactional enqueue).
 
 Cron: the slot rows and the jobs of the new slots go in one transaction.
 
+Each path is a :class:`~errands.engines.pg_plan.Plan` (the statements it needs,
+and what it builds from their rows), so a sync and an async connection run the
+same code: :func:`insert_on` and :func:`ainsert_on`.
+
 Example::
 
     jobs = insert_on(engine, conn, new_jobs)
-    jobs = insert_unique(engine, new_jobs, conn=None)
+    jobs = await ainsert_on(engine, async_conn, new_jobs)
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -34,16 +37,17 @@ from psycopg.rows import tuple_row
 
 from errands.engines.base import CronSlot
 from errands.engines.inserted import inserted_job, unix_seconds
-from errands.engines.pg_connect import check_storable, dict_cursor, driver_connection
-from errands.engines.pg_copy import COPY_MIN, copy_insert, copyable
+from errands.engines.pg_connect import check_storable, dict_cursor
+from errands.engines.pg_copy import COPY_MIN, copy_plan, copyable
 from errands.engines.pg_inspect import job_from_pg_row
+from errands.engines.pg_plan import Plan, Statement, Steps, arun_plan, run_plan
 from errands.job import Job, JobState, NewJob
-from errands.unique import conflict_params, insert_resolving
+from errands.unique import conflict_params, resolving
 
 if TYPE_CHECKING:
     from errands.engines.postgres import PostgresEngine
 
-__all__ = ["insert_cron", "insert_on", "insert_unique", "insert_unique_on"]
+__all__ = ["ainsert_on", "insert_cron", "insert_on", "insert_plan"]
 
 #: Jobs per ``unnest`` statement; bigger batches are split, inside one transaction.
 CHUNK = 10_000
@@ -83,9 +87,22 @@ def _kept_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[tuple[Any, ...
     return cur
 
 
-def _insert_one(
-    engine: PostgresEngine, conn: psycopg.Connection[Any], job: NewJob, *, own: bool
-) -> Job:
+def insert_plan(engine: PostgresEngine, jobs: Sequence[NewJob], *, copy_ok: bool) -> Plan:
+    """The cheapest insert of checked ``jobs``: unique ones, one, a few, or a COPY.
+
+    ``copy_ok``: the connection can take a COPY (:func:`~errands.engines.pg_copy.copyable`).
+    """
+    if any(job.unique_hash is not None for job in jobs):
+        return Plan(_unique_steps(engine, jobs), atomic=True)
+    if len(jobs) == 1:
+        return Plan(_one_steps(engine, jobs[0]), atomic=False)
+    if len(jobs) >= COPY_MIN and copy_ok:
+        return copy_plan(engine, jobs)
+    # One statement is atomic by itself; several chunks must commit together.
+    return Plan(_array_steps(engine, jobs), atomic=len(jobs) > CHUNK)
+
+
+def _one_steps(engine: PostgresEngine, job: NewJob) -> Steps:
     params = {
         "queue": job.queue,
         "worker": job.worker,
@@ -98,35 +115,47 @@ def _insert_one(
         "scheduled_at": job.scheduled_at,
         "channel": engine._channel,
     }
-    if own:
-        cur = _kept_cursor(conn)
-        cur.execute(engine._q("insert_one"), params)
-        row = cur.fetchone()
-    else:
-        # Tuple rows whatever the caller's connection prefers (a transactional enqueue).
-        with conn.cursor(row_factory=tuple_row) as cur:
-            cur.execute(engine._q("insert_one"), params)
-            row = cur.fetchone()
-    assert row is not None
-    return _job(job, row)
+    [row] = yield Statement(engine._q("insert_one"), params)
+    return [_job(job, row)]
 
 
-def _insert_arrays(
-    engine: PostgresEngine, conn: psycopg.Connection[Any], jobs: Sequence[NewJob]
-) -> list[Job]:
+def _array_steps(engine: PostgresEngine, jobs: Sequence[NewJob]) -> Steps:
     result: list[Job] = []
-    # One statement is atomic by itself; several chunks need a transaction
-    # unless they already run in the caller's (autocommit off).
-    several = len(jobs) > CHUNK and conn.autocommit
-    with (
-        conn.transaction() if several else nullcontext(),
-        conn.cursor(row_factory=tuple_row) as cur,
-    ):
-        for start in range(0, len(jobs), CHUNK):
-            chunk = jobs[start : start + CHUNK]
-            cur.execute(engine._q("insert"), engine._insert_params(chunk))
-            rows = sorted(cur.fetchall())  # by id: ids were drawn in input order
-            result.extend(_job(new, row) for new, row in zip(chunk, rows, strict=True))
+    for start in range(0, len(jobs), CHUNK):
+        chunk = jobs[start : start + CHUNK]
+        rows = yield Statement(engine._q("insert"), engine._insert_params(chunk))
+        rows = sorted(rows)  # by id: ids were drawn in input order
+        result.extend(_job(new, row) for new, row in zip(chunk, rows, strict=True))
+    return result
+
+
+def _unique_steps(engine: PostgresEngine, jobs: Sequence[NewJob]) -> Steps:
+    """Unique jobs; a duplicate (of a stored job, or of an earlier job in the batch)
+    comes back as the job holding its key, with ``conflict=True`` and its
+    ``replace`` fields applied if that job was still scheduled or available.
+    """
+    table = sql.Identifier(engine.schema, "errands_jobs").as_string(None)
+
+    def insert(batch: Sequence[NewJob]) -> Generator[Statement, list[Any], dict[int, Job]]:
+        params = engine._insert_params(batch)
+        params.update(
+            unique_hash=_column(batch, "unique_hash"),
+            unique_states=_column(batch, "unique_states"),
+            table=table,
+        )
+        rows = yield Statement(engine._q("insert_unique"), params, dicts=True)
+        return {int(row.pop("ord")) - 1: job_from_pg_row(row) for row in rows}
+
+    def existing(batch: Sequence[NewJob]) -> Generator[Statement, list[Any], dict[str, Job]]:
+        conflicts = conflict_params(batch)
+        params: dict[str, Any] = {name: [row[name] for row in conflicts] for name in conflicts[0]}
+        params["channel"] = engine._channel
+        rows = yield Statement(engine._q("insert_unique_conflicts"), params, dicts=True)
+        return {row["unique_key"]: job_from_pg_row(row) for row in rows}
+
+    result: list[Job] = []
+    for start in range(0, len(jobs), CHUNK):
+        result.extend((yield from resolving(jobs[start : start + CHUNK], insert, existing)))
     return result
 
 
@@ -137,68 +166,22 @@ def insert_on(
     *,
     own: bool = False,
 ) -> list[Job]:
-    """Insert checked jobs without unique keys on ``conn``; one job per input, in order.
+    """Insert checked jobs on ``conn``; one job per input, in order.
 
     On an autocommit connection the batch commits as a whole; otherwise it joins
     the caller's open transaction, which is left open. ``own``: ``conn`` is one
     of the engine's pooled connections (a single insert then reuses a cursor).
     """
-    if len(jobs) == 1:
-        return [_insert_one(engine, conn, jobs[0], own=own)]
-    if len(jobs) >= COPY_MIN and copyable(conn):
-        return copy_insert(engine, conn, jobs)
-    return _insert_arrays(engine, conn, jobs)
+    plan = insert_plan(engine, jobs, copy_ok=copyable(conn))
+    kept = _kept_cursor(conn) if own and len(jobs) == 1 else None
+    return run_plan(conn, plan, kept)
 
 
-def insert_unique_on(
-    engine: PostgresEngine, conn: psycopg.Connection[Any], jobs: Sequence[NewJob]
+async def ainsert_on(
+    engine: PostgresEngine, conn: psycopg.AsyncConnection[Any], jobs: Sequence[NewJob]
 ) -> list[Job]:
-    """Insert a batch holding unique jobs on ``conn``; one job per input, in order.
-
-    A duplicate (of a stored job, or of an earlier job in the batch) comes back
-    as the job holding its key, with ``conflict=True`` and its ``replace``
-    fields applied if that job was still scheduled or available.
-    """
-    table = sql.Identifier(engine.schema, "errands_jobs").as_string(None)
-
-    def insert(batch: Sequence[NewJob]) -> dict[int, Job]:
-        params = engine._insert_params(batch)
-        params.update(
-            unique_hash=_column(batch, "unique_hash"),
-            unique_states=_column(batch, "unique_states"),
-            table=table,
-        )
-        with dict_cursor(conn) as cur:
-            cur.execute(engine._q("insert_unique"), params)
-            rows = cur.fetchall()
-        return {int(row.pop("ord")) - 1: job_from_pg_row(row) for row in rows}
-
-    def existing(batch: Sequence[NewJob]) -> dict[str, Job]:
-        conflicts = conflict_params(batch)
-        params: dict[str, Any] = {name: [row[name] for row in conflicts] for name in conflicts[0]}
-        params["channel"] = engine._channel
-        with dict_cursor(conn) as cur:
-            cur.execute(engine._q("insert_unique_conflicts"), params)
-            rows = cur.fetchall()
-        return {row["unique_key"]: job_from_pg_row(row) for row in rows}
-
-    result: list[Job] = []
-    with conn.transaction() if conn.autocommit else nullcontext():
-        for start in range(0, len(jobs), CHUNK):
-            result.extend(insert_resolving(jobs[start : start + CHUNK], insert, existing))
-    return result
-
-
-def insert_unique(engine: PostgresEngine, jobs: Sequence[NewJob], conn: Any) -> list[Job]:
-    """Insert a batch holding unique jobs on a pooled connection, or in the caller's ``conn``."""
-    if conn is None:
-        with engine._pool.connection("inserting unique jobs") as own:
-            return insert_unique_on(engine, own, jobs)
-    raw = driver_connection(conn)
-    try:
-        return insert_unique_on(engine, raw, jobs)
-    except psycopg.Error as exc:
-        raise engine._pool.failed(exc, "inserting jobs on the caller's connection") from exc
+    """:func:`insert_on` on an async connection (an ``aenqueue`` with ``conn=``)."""
+    return await arun_plan(conn, insert_plan(engine, jobs, copy_ok=copyable(conn)))
 
 
 def insert_cron(engine: PostgresEngine, slots: Sequence[CronSlot]) -> list[Job]:
@@ -214,8 +197,4 @@ def insert_cron(engine: PostgresEngine, slots: Sequence[CronSlot]) -> list[Job]:
             cur.execute(engine._q("insert_cron_slots"), params)
             claimed = {(row["name"], float(row["slot"])) for row in cur.fetchall()}
         jobs = [slot.job for slot in slots if (slot.name, slot.at) in claimed]
-        if not jobs:
-            return []
-        if any(job.unique_hash is not None for job in jobs):
-            return insert_unique_on(engine, conn, jobs)
-        return insert_on(engine, conn, jobs)
+        return insert_on(engine, conn, jobs) if jobs else []

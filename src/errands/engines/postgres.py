@@ -40,15 +40,13 @@ from errands.engines.base import (
 )
 from errands.engines.migrations import latest_version, migrations
 from errands.engines.pg_async import PgLoopPath
-from errands.engines.pg_claim import PgClaim
-from errands.engines.pg_connect import (
-    PgPool,
-    Row,
-    check_storable,
-    dict_cursor,
+from errands.engines.pg_caller import (
+    async_driver_connection,
     driver_connection,
-    normalize_url,
+    is_async_connection,
 )
+from errands.engines.pg_claim import PgClaim
+from errands.engines.pg_connect import PgPool, Row, check_storable, dict_cursor, normalize_url
 from errands.engines.pg_control import PgControl
 from errands.engines.pg_inspect import PgInspect
 from errands.engines.pg_inspect import job_from_pg_row as _job
@@ -227,14 +225,31 @@ class PostgresEngine(PgClaim, PgControl, PgInspect):
             return []
         for job in jobs:  # all of them before any statement: nothing half-inserted
             check_storable(job)
-        if any(job.unique_hash is not None for job in jobs):
-            return pg_insert.insert_unique(self, jobs, conn)
         if conn is None:
             with self._pool.connection("inserting jobs") as own:
                 return pg_insert.insert_on(self, own, jobs, own=True)
         raw = driver_connection(conn)
         try:
             return pg_insert.insert_on(self, raw, jobs)
+        except psycopg.Error as exc:
+            raise self._pool.failed(exc, "inserting jobs on the caller's connection") from exc
+
+    async def ainsert(self, jobs: Sequence[NewJob], conn: Any) -> list[Job]:
+        """Insert inside the transaction of the caller's async ``conn``, awaited on its loop.
+
+        ``conn``: a psycopg ``AsyncConnection``, or a SQLAlchemy ``AsyncConnection``
+        or ``AsyncSession`` on ``postgresql+psycopg://``; a sync connection runs
+        :meth:`insert` right here. The same statements as :meth:`insert`.
+        """
+        if not is_async_connection(conn):
+            return self.insert(jobs, conn)
+        if not jobs:
+            return []
+        for job in jobs:
+            check_storable(job)
+        raw = await async_driver_connection(conn)
+        try:
+            return await pg_insert.ainsert_on(self, raw, jobs)
         except psycopg.Error as exc:
             raise self._pool.failed(exc, "inserting jobs on the caller's connection") from exc
 

@@ -217,6 +217,14 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect, SQLiteLiveness):
         with self._write("inserting jobs") as own:
             return self._insert_on(own, jobs)
 
+    async def ainsert(self, jobs: Sequence[NewJob], conn: Any) -> list[Job]:
+        """:meth:`insert` on the caller's ``sqlite3.Connection``, on the calling thread.
+
+        sqlite3 connections refuse other threads, and their statements do not
+        wait on the network: there is nothing to await.
+        """
+        return self.insert(jobs, conn)
+
     def fetch(
         self,
         queue: str,

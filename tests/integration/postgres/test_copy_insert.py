@@ -18,6 +18,7 @@ from psycopg.rows import dict_row
 from sqlalchemy.orm import Session
 
 from errands.engines import inserted, pg_copy, pg_insert
+from errands.engines.pg_plan import Plan
 from errands.engines.postgres import PostgresEngine
 from errands.errors import InvalidJobError
 from errands.job import Job, JobState
@@ -33,13 +34,13 @@ N = pg_copy.COPY_MIN * 3
 def copies(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """The sizes of the batches that went through COPY."""
     sizes: list[int] = []
-    real = pg_copy.copy_insert
+    real = pg_copy.copy_plan
 
-    def counting(engine: PostgresEngine, conn: Any, jobs: Any) -> list[Job]:
+    def counting(engine: PostgresEngine, jobs: Any) -> Plan:
         sizes.append(len(jobs))
-        return real(engine, conn, jobs)
+        return real(engine, jobs)
 
-    monkeypatch.setattr(pg_insert, "copy_insert", counting)
+    monkeypatch.setattr(pg_insert, "copy_plan", counting)
     yield sizes
 
 
