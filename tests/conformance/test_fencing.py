@@ -131,8 +131,10 @@ def test_mixed_batch_of_acks_counts_only_live_ones(app: errands.App) -> None:
 
 
 def test_ack_outcomes_through_the_engine(app: errands.App) -> None:
+    """Every outcome in one batch, completions among them (SQLite applies those with
+    a statement of their own), and a stale ack that changes nothing."""
     work = _app_with_worker(app)
-    jobs = [work.enqueue(n=i) for i in range(4)]
+    jobs = [work.enqueue(n=i) for i in range(6)]
     a = _producer(app, "A")
     claimed = app.engine.fetch("default", 10, a, [WORKER])
     due = time.time() + 100
@@ -153,10 +155,20 @@ def test_ack_outcomes_through_the_engine(app: errands.App) -> None:
             ),
             _ack(claimed[2], a, state=JobState.CANCELLED, result=None, error=error),
             _ack(claimed[3], a, state=JobState.DISCARDED, result=None, error=error),
+            _ack(claimed[4], a),  # completed, result 42
+            _ack(claimed[5], a, attempt=9),  # stale
         ]
     )
-    assert applied == 4
-    retry, snooze, cancel, discard = (app.get_job(j.id) for j in jobs)
+    assert applied == 5
+    retry, snooze, cancel, discard, done, untouched = (app.get_job(j.id) for j in jobs)
+    assert done is not None and (done.state, done.result, done.errors) == (
+        JobState.COMPLETED,
+        42,
+        [],
+    )
+    assert done.finished_at is not None
+    assert untouched is not None and untouched.state == JobState.EXECUTING
+    assert untouched.result is None and untouched.finished_at is None
     assert retry is not None and snooze is not None and cancel is not None and discard is not None
     assert (retry.state, retry.attempt, retry.errors) == (JobState.RETRYABLE, 1, [error])
     assert retry.scheduled_at == pytest.approx(due, abs=0.01)

@@ -381,8 +381,14 @@ def _check_runnable(job: Job) -> None:
         raise ValueError(f"attempt {job.attempt} is past max_attempts {job.max_attempts}")
 
 
+class KeyedRow(Protocol):
+    """A row whose columns can be read by name (a dict, a ``sqlite3.Row``)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
 def claimed_jobs(
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[KeyedRow],
     producer: str,
     convert: Callable[[Any], Job] = job_from_row,
 ) -> tuple[list[Job], list[Ack]]:

@@ -40,7 +40,7 @@ from errands.engines.sqlite_insert import insert_cron_on, insert_on, insert_uniq
 from errands.engines.sqlite_inspect import SQLiteInspect
 from errands.engines.sqlite_listen import DataVersionListener, driver_connection
 from errands.engines.sqlite_liveness import SQLiteLiveness
-from errands.engines.sqlite_util import dict_rows, json_list, sql
+from errands.engines.sqlite_util import claim_rows, job_from_claim, json_list, sql
 from errands.engines.sqlite_writer import WriterLock
 from errands.errors import DatabaseError, SchemaError
 from errands.job import Job, JobState, NewJob
@@ -248,7 +248,7 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect, SQLiteLiveness):
             if limits is not None:
                 return self._fetch_limited(params, limits)
             with self._write("claiming jobs") as conn:
-                rows = dict_rows(conn.execute(sql("fetch"), params))
+                rows = claim_rows(conn, sql("fetch"), params)
             if len(rows) == limit:
                 self._backlogged.add(queue)
             else:
@@ -266,37 +266,55 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect, SQLiteLiveness):
             "now": time.time(),
         }
 
-    def _runnable(self, rows: list[dict[str, Any]], producer: str) -> list[Job]:
+    def _runnable(self, rows: Sequence[sqlite3.Row], producer: str) -> list[Job]:
         """The claimed rows' jobs; a row that cannot run is discarded (see ``claimed_jobs``)."""
-        jobs, rejects = claimed_jobs(rows, producer)
+        jobs, rejects = claimed_jobs(rows, producer, job_from_claim)
         if rejects:
             self.ack(rejects)
         return jobs
 
-    def _ack_params(self, acks: Sequence[Ack]) -> list[dict[str, Any]]:
+    @staticmethod
+    def _apply_acks(conn: sqlite3.Connection, acks: Sequence[Ack]) -> int:
+        """Apply outcomes in the open write transaction; returns how many were not stale.
+
+        Plain completions go through ``ack_completed.sql``, cheaper than the
+        general ``ack.sql`` that takes every other outcome.
+        """
         now = time.time()
-        return [
-            {
+        completed: list[dict[str, Any]] = []
+        others: list[dict[str, Any]] = []
+        for ack in acks:
+            params: dict[str, Any] = {
                 "id": ack.id,
                 "attempt": ack.attempt,
                 "producer": ack.producer,
-                "state": ack.state.value,
                 "result": None if ack.result is None else ack.result.decode(),
-                "error": None if ack.error is None else orjson.dumps(ack.error).decode(),
-                "scheduled_at": ack.scheduled_at,
-                "snoozed": 1 if ack.snoozed else 0,
                 "now": now,
             }
-            for ack in acks
-        ]
+            if (
+                ack.state is JobState.COMPLETED
+                and ack.error is None
+                and ack.scheduled_at is None
+                and not ack.snoozed
+            ):
+                completed.append(params)
+                continue
+            params["state"] = ack.state.value
+            params["error"] = None if ack.error is None else orjson.dumps(ack.error).decode()
+            params["scheduled_at"] = ack.scheduled_at
+            params["snoozed"] = 1 if ack.snoozed else 0
+            others.append(params)
+        applied = conn.executemany(sql("ack_completed"), completed).rowcount if completed else 0
+        if others:
+            applied += conn.executemany(sql("ack"), others).rowcount
+        return applied
 
     def ack(self, acks: Sequence[Ack]) -> int:
         """Apply outcomes in one transaction; stale acks match no row."""
         if not acks:
             return 0
-        params = self._ack_params(acks)
         with self._write("recording job outcomes") as conn:
-            return conn.executemany(sql("ack"), params).rowcount
+            return self._apply_acks(conn, acks)
 
     def release(self, jobs: Sequence[Job], producer: str) -> int:
         """Make claimed jobs that never started available again (see :class:`Engine`)."""
@@ -316,11 +334,10 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect, SQLiteLiveness):
         acks to its next claim. Returns (acks applied, jobs claimed, acks to
         retry): the last is always empty here, since the write lock covers every row.
         """
-        ack_params = self._ack_params(acks)
         params = self._claim_params(queue, limit, producer, workers)
         with self._write("recording outcomes and claiming jobs") as conn:
-            applied = conn.executemany(sql("ack"), ack_params).rowcount if acks else 0
-            rows = dict_rows(conn.execute(sql("fetch"), params))
+            applied = self._apply_acks(conn, acks) if acks else 0
+            rows = claim_rows(conn, sql("fetch"), params)
         return applied, self._runnable(rows, producer), []
 
     def stage(self, limit: int) -> list[str]:

@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from errands.engines.base import Ack, QueueState, claimed_jobs
-from errands.engines.sqlite_util import json_list, sql
+from errands.engines.sqlite_util import claim_rows, job_from_claim, json_list, sql
 from errands.limits import MAX_KEYS, LimitedClaim, QueueLimits, claim_params
 
 __all__ = ["SQLiteControl"]
@@ -78,13 +78,11 @@ class SQLiteControl:
                 return LimitedClaim(blocked=True)
         with self._write("claiming jobs") as conn:
             _clock(claim, per)
-            cursor = conn.execute(sql("fetch_limited"), claim)
-            names = [column[0] for column in cursor.description or ()]
-            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            rows = claim_rows(conn, sql("fetch_limited"), claim)
             blocked = len(rows) < params["limit"] and (
                 conn.execute(sql("has_available"), params).fetchone() is not None
             )
-        jobs, rejects = claimed_jobs(rows, params["producer"])
+        jobs, rejects = claimed_jobs(rows, params["producer"], job_from_claim)
         if rejects:
             self.ack(rejects)
         return LimitedClaim(jobs, blocked=blocked)

@@ -1,19 +1,31 @@
-"""Small helpers every SQLite engine module shares: query text, rows as dicts, JSON lists.
+"""Small helpers every SQLite engine module shares: query text, rows, JSON lists.
 
 Example: ``conn.execute(sql("get_job"), {"id": 1})``
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from errands.engines.base import load_sql
+from errands.job import Job, JobState
 
-__all__ = ["dict_rows", "json_list", "sql"]
+__all__ = ["claim_rows", "dict_rows", "job_from_claim", "json_list", "sql"]
+
+_STATES = {state.value: state for state in JobState}
+#: The fields of Job in the order job_from_claim passes them (positionally: cheaper).
+_FIELDS = (
+    "id", "worker", "queue", "args", "state", "priority", "attempt", "max_attempts", "meta",
+    "tags", "errors", "result", "timeout", "inserted_at", "scheduled_at", "attempted_at",
+    "finished_at", "attempted_by",
+)  # fmt: skip
+if tuple(field.name for field in dataclasses.fields(Job))[: len(_FIELDS)] != _FIELDS:
+    raise ImportError("errands.job.Job's fields changed order: update job_from_claim()")
 
 _SQL: dict[str, str] = {}
 
@@ -35,3 +47,27 @@ def dict_rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
 def json_list(values: Sequence[Any]) -> str:
     """``values`` as a JSON array, for ``json_each(?)``."""
     return orjson.dumps(list(values)).decode()
+
+
+def claim_rows(
+    conn: sqlite3.Connection, query: str, params: Mapping[str, Any]
+) -> list[sqlite3.Row]:
+    """The rows of a claim (``_claimed_row.sql``), readable by position and by name."""
+    cursor = conn.cursor()
+    cursor.row_factory = sqlite3.Row
+    return cursor.execute(query, params).fetchall()
+
+
+def job_from_claim(row: Sequence[Any]) -> Job:
+    """A :class:`Job` from one claimed row (raises if it cannot be decoded).
+
+    Example: ``job_from_claim(claim_rows(conn, sql("fetch"), params)[0])``
+    """
+    (job_id, attempt, worker, queue, state, priority, max_attempts, timeout, inserted_at,
+     scheduled_at, attempted_at, finished_at, attempted_by, data) = row  # fmt: skip
+    args, meta, tags, errors, result = orjson.loads(data)
+    return Job(
+        job_id, worker, queue, args, _STATES[state], priority, attempt, max_attempts, meta,
+        tags, errors, result, timeout, inserted_at, scheduled_at, attempted_at, finished_at,
+        attempted_by,
+    )  # fmt: skip

@@ -14,4 +14,5 @@ WHERE id IN (
     ORDER BY priority, scheduled_at, id
     LIMIT :limit
 )
-RETURNING *
+RETURNING
+-- include: _claimed_row

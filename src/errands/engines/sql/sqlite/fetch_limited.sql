@@ -26,4 +26,5 @@ WHERE id IN (
     ORDER BY priority, scheduled_at, id
     LIMIT :limit
 )
-RETURNING *
+RETURNING
+-- include: _claimed_row
