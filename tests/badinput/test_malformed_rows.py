@@ -121,6 +121,14 @@ CASES = [
         settles=("available", "completed", "discarded"),
         drained=("available", "completed", "discarded"),
     ),
+    Case(
+        # timestamptz takes 'infinity'; the claim's JSON then holds "Infinity", a
+        # string (PostgreSQL), and SQLite keeps the text: no time to run it by.
+        "infinite-due-time",
+        {"scheduled_at": "infinity"},
+        settles=("discarded",),
+        drained=("discarded",),
+    ),
 ]
 IDS = [case.name for case in CASES]
 

@@ -5,7 +5,6 @@ Example: ``conn.execute(sql("get_job"), {"id": 1})``
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,14 +17,6 @@ from errands.job import Job, JobState
 __all__ = ["claim_rows", "dict_rows", "job_from_claim", "json_list", "sql"]
 
 _STATES = {state.value: state for state in JobState}
-#: The fields of Job in the order job_from_claim passes them (positionally: cheaper).
-_FIELDS = (
-    "id", "worker", "queue", "args", "state", "priority", "attempt", "max_attempts", "meta",
-    "tags", "errors", "result", "timeout", "inserted_at", "scheduled_at", "attempted_at",
-    "finished_at", "attempted_by",
-)  # fmt: skip
-if tuple(field.name for field in dataclasses.fields(Job))[: len(_FIELDS)] != _FIELDS:
-    raise ImportError("errands.job.Job's fields changed order: update job_from_claim()")
 
 _SQL: dict[str, str] = {}
 
@@ -66,6 +57,7 @@ def job_from_claim(row: Sequence[Any]) -> Job:
     (job_id, attempt, worker, queue, state, priority, max_attempts, timeout, inserted_at,
      scheduled_at, attempted_at, finished_at, attempted_by, data) = row  # fmt: skip
     args, meta, tags, errors, result = orjson.loads(data)
+    # Positional, in the order of inserted.POSITIONAL (checked at import).
     return Job(
         job_id, worker, queue, args, _STATES[state], priority, attempt, max_attempts, meta,
         tags, errors, result, timeout, inserted_at, scheduled_at, attempted_at, finished_at,
