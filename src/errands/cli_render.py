@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -91,6 +92,8 @@ def ago(ts: float | None, now: float | None = None) -> str:
     """
     if ts is None:
         return "-"
+    if math.isinf(ts):  # PostgreSQL's endless times
+        return "never" if ts > 0 else "since always"
     delta = ts - (time.time() if now is None else now)
     size = abs(delta)
     if size < 1:
@@ -109,6 +112,8 @@ def ago(ts: float | None, now: float | None = None) -> str:
 def _when(ts: float | None, now: float) -> str:
     if ts is None:
         return "-"
+    if math.isinf(ts):
+        return ago(ts)
     local = dt.datetime.fromtimestamp(ts).astimezone()
     return f"{local.isoformat(timespec='milliseconds')} ({ago(ts, now)})"
 

@@ -95,7 +95,11 @@ class Discard(Exception):  # noqa: N818 - an outcome, not an error
 
 
 def _utc(ts: float | None) -> dt.datetime | None:
-    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC)
+    if ts is None:
+        return None
+    if math.isinf(ts):  # PostgreSQL's 'infinity' / '-infinity'
+        return (dt.datetime.max if ts > 0 else dt.datetime.min).replace(tzinfo=dt.UTC)
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
 
 
 class CancelFlag:

@@ -35,6 +35,7 @@ from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
+from psycopg.types.datetime import TimestamptzLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from errands.config import mask_url
@@ -49,8 +50,8 @@ __all__ = [
     "connect_kwargs",
     "connection_error",
     "dict_cursor",
+    "job_loaders",
     "normalize_url",
-    "raw_json",
     "storable_json",
     "storable_time",
 ]
@@ -156,6 +157,24 @@ class RawJsonLoader(Loader):
         return bytes(data)
 
 
+class EndlessTimeLoader(TimestamptzLoader):
+    """timestamptz as psycopg loads it, but ``'infinity'``/``'-infinity'`` as ``±inf``.
+
+    PostgreSQL stores the endless times (a job parked by hand with
+    ``scheduled_at = 'infinity'``); ``datetime`` cannot hold them, and psycopg's
+    own loader fails the whole result: one such row would make every listing
+    fail. Job times are Unix seconds, so ``±inf`` is their honest value.
+    """
+
+    def load(self, data: Buffer) -> Any:
+        """A datetime, or ``±inf`` for the endless times."""
+        if data == b"infinity":
+            return math.inf
+        if data == b"-infinity":
+            return -math.inf
+        return super().load(data)
+
+
 def check_storable(job: NewJob) -> None:
     """Refuse what PostgreSQL cannot store: NUL characters in jsonb, times past year 9999."""
     for field, data in (("args", job.args_json), ("meta", job.meta_json), ("tags", job.tags_json)):
@@ -196,13 +215,18 @@ def dict_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Row]:
     The loaders are registered on the cursor only, so a caller's connection
     (transactional enqueue) keeps its own adapters.
     """
-    return raw_json(conn.cursor(row_factory=dict_row))
+    return job_loaders(conn.cursor(row_factory=dict_row))
 
 
-def raw_json(cur: CursorT) -> CursorT:
-    """``cur``, its JSON columns now loaded as text for errands' codec (sync or async)."""
+def job_loaders(cur: CursorT) -> CursorT:
+    """``cur`` (sync or async), set to read rows of jobs.
+
+    JSON columns come as text for errands' codec, and the endless times as
+    ``±inf`` (:class:`EndlessTimeLoader`).
+    """
     cur.adapters.register_loader("jsonb", RawJsonLoader)
     cur.adapters.register_loader("json", RawJsonLoader)
+    cur.adapters.register_loader("timestamptz", EndlessTimeLoader)
     return cur
 
 

@@ -25,7 +25,7 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 
 from errands.engines.inserted import paused_gc
-from errands.engines.pg_connect import dict_cursor, raw_json
+from errands.engines.pg_connect import dict_cursor, job_loaders
 from errands.job import Job
 
 __all__ = ["CopyIn", "Plan", "Statement", "arun_plan", "run_plan"]
@@ -124,7 +124,7 @@ async def _adrive(conn: psycopg.AsyncConnection[Any], steps: Steps) -> list[Job]
                             await copy.write(chunk)
                     rows = []
                 elif request.dicts:
-                    async with raw_json(conn.cursor(row_factory=dict_row)) as dicts:
+                    async with job_loaders(conn.cursor(row_factory=dict_row)) as dicts:
                         await dicts.execute(request.query, request.params)
                         rows = await dicts.fetchall()
                 else:

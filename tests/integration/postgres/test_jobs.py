@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any
@@ -9,7 +10,9 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from rich.console import Console
 
+from errands.cli_render import job_detail, jobs_table
 from errands.engines.base import Ack, ProducerInfo
 from errands.engines.postgres import PostgresEngine
 from errands.errors import InvalidJobError
@@ -415,3 +418,33 @@ def test_times_postgres_or_python_cannot_hold(engine: PostgresEngine, new_job: J
     kept, far = engine.get_job(a.id), engine.get_job(b.id)
     assert kept is not None and kept.scheduled_at == a.scheduled_at
     assert far is not None and far.scheduled_at > 2e11
+
+
+def test_a_job_parked_at_infinity_is_listed_shown_and_never_staged(
+    engine: PostgresEngine, new_job: JobFactory, db: psycopg.Connection[Any], pg_schema: str
+) -> None:
+    """PostgreSQL takes 'infinity' in a timestamptz, which datetime cannot hold.
+
+    One such row (a job parked by hand) once made every listing fail; its times
+    now read as ``inf``, and the CLI shows them as "never".
+    """
+    [parked, other] = engine.insert([new_job(args={"n": 1}), new_job(args={"n": 2})])
+    table = sql.Identifier(pg_schema, "errands_jobs")
+    db.execute(
+        sql.SQL(
+            "UPDATE {} SET state = 'scheduled', scheduled_at = 'infinity', "
+            "finished_at = '-infinity' WHERE id = %s"
+        ).format(table),
+        [parked.id],
+    )
+    stored = engine.get_job(parked.id)
+    assert stored is not None and stored.state is JobState.SCHEDULED
+    assert stored.scheduled_at == math.inf and stored.finished_at == -math.inf
+    assert stored.scheduled_time.year == 9999
+    assert {job.id for job in engine.list_jobs()} == {parked.id, other.id}
+    assert engine.stage(100) == []  # never due
+    console = Console(width=200, record=True)
+    console.print(jobs_table([stored]))
+    console.print(job_detail(stored))  # what `errands jobs` and `errands job ID` print
+    shown = console.export_text()
+    assert "never" in shown and "since always" in shown
