@@ -92,6 +92,8 @@ def ago(ts: float | None, now: float | None = None) -> str:
     """
     if ts is None:
         return "-"
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+        return f"{ts!r:.40} (not a time)"  # a row written by hand (SQLite keeps text)
     if math.isinf(ts):  # PostgreSQL's endless times
         return "never" if ts > 0 else "since always"
     delta = ts - (time.time() if now is None else now)
@@ -112,7 +114,7 @@ def ago(ts: float | None, now: float | None = None) -> str:
 def _when(ts: float | None, now: float) -> str:
     if ts is None:
         return "-"
-    if math.isinf(ts):
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or math.isinf(ts):
         return ago(ts)
     local = dt.datetime.fromtimestamp(ts).astimezone()
     return f"{local.isoformat(timespec='milliseconds')} ({ago(ts, now)})"

@@ -11,6 +11,7 @@ import importlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -356,6 +357,21 @@ def test_jobs_table_shows_every_job(db_url: str, mixed: dict[str, int]) -> None:
     assert "RuntimeError: kaboom 7" in discarded_row
     assert "1/1" in discarded_row
     assert "3 job(s)" in result.stdout
+
+
+def test_a_time_written_as_text_by_hand_is_shown_not_fatal(db_url: str, tmp_path: Path) -> None:
+    """SQLite keeps text in a REAL column; one such row must not break the listing."""
+    assert invoke("--database-url", db_url, "migrate").exit_code == 0
+    with sqlite3.connect(tmp_path / "jobs.db") as conn:
+        conn.execute(
+            "INSERT INTO errands_jobs (queue, worker, inserted_at, scheduled_at) "
+            "VALUES ('default', 'w', 1.0, 'garbage')"
+        )
+    listed = invoke("--database-url", db_url, "jobs")
+    shown = invoke("--database-url", db_url, "job", "1")
+    for result in (listed, shown):
+        assert result.exit_code == 0, result.output
+        assert "'garbage' (not a time)" in result.stdout
 
 
 def test_jobs_filters(db_url: str, mixed: dict[str, int]) -> None:
