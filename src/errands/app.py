@@ -369,6 +369,7 @@ class App(JobAccess, QueueControl, BulkJobs, Lifecycle):
 
             async with AsyncSession(engine) as session, session.begin():
                 session.add(order)
+                await session.flush()  # order.id is known
                 await app.aenqueue_many([ship.new(order_id=order.id)], conn=session)
         """
         if conn is not None:
