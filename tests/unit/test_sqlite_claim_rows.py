@@ -11,7 +11,8 @@ import sqlite3
 from pathlib import Path
 
 import errands
-from errands.engines.base import job_from_row, load_sql
+from errands.engines.base import load_sql
+from errands.engines.rows import job_from_row
 from errands.engines.sqlite_util import claim_rows, dict_rows, job_from_claim
 
 

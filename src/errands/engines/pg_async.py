@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from errands.engines.base import Ack, claimed_jobs
+from errands.engines.base import Ack
 from errands.engines.pg_claim import ack_payload, job_from_claim
+from errands.engines.rows import claimed_jobs
 from errands.job import Job
 
 if TYPE_CHECKING:

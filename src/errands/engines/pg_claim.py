@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from errands.engines.base import Ack, claimed_jobs
+from errands.engines.base import Ack
 from errands.engines.pg_connect import PgPool, Row, storable_json, storable_time
 from errands.engines.pg_inspect import job_from_pg_row
+from errands.engines.rows import claimed_jobs
 from errands.job import Job, JobState
 from errands.limits import LimitedClaim, QueueLimits
 

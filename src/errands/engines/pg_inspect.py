@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from errands.engines.base import job_from_row
 from errands.engines.pg_connect import Row
+from errands.engines.rows import job_from_row
 from errands.job import Job
 
 __all__ = ["PgInspect", "job_from_pg_row"]

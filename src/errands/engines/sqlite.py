@@ -27,14 +27,9 @@ from urllib.parse import quote
 
 import orjson
 
-from errands.engines.base import (
-    Ack,
-    CronSlot,
-    RescueCounts,
-    WakeUp,
-    claimed_jobs,
-)
+from errands.engines.base import Ack, CronSlot, RescueCounts, WakeUp
 from errands.engines.migrations import latest_version, migrations
+from errands.engines.rows import claimed_jobs
 from errands.engines.sqlite_control import SQLiteControl
 from errands.engines.sqlite_insert import insert_cron_on, insert_on, insert_unique_on
 from errands.engines.sqlite_inspect import SQLiteInspect

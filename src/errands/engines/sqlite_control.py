@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from errands.engines.base import Ack, QueueState, claimed_jobs
+from errands.engines.base import Ack, QueueState
+from errands.engines.rows import claimed_jobs
 from errands.engines.sqlite_util import claim_rows, job_from_claim, json_list, sql
 from errands.limits import MAX_KEYS, LimitedClaim, QueueLimits, claim_params
 

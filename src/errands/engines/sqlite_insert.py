@@ -26,8 +26,9 @@ from collections.abc import Callable, Sequence
 
 import orjson
 
-from errands.engines.base import CronSlot, job_from_row
+from errands.engines.base import CronSlot
 from errands.engines.inserted import inserted_job, paused_gc
+from errands.engines.rows import job_from_row
 from errands.engines.sqlite_util import dict_rows, sql
 from errands.job import Job, JobState, NewJob
 from errands.unique import conflict_params, insert_resolving

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from errands.engines.base import job_from_row
+from errands.engines.rows import job_from_row
 from errands.engines.sqlite_util import dict_rows, json_list, sql
 from errands.job import Job
 
