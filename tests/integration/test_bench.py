@@ -39,6 +39,8 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
             "drain c=10",
             "--workload",
             "cpu 10ms process c=2",
+            "--workload",
+            "drain c=10 x2 processes",
             "--output",
             str(out),
         ],
@@ -67,6 +69,9 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     statements = figures[("drain c=10", "sql_statements_per_job")]
     assert statements["median"] > 0 and len(statements["runs"]) == 1
     assert "sql_statements_per_job" in proc.stdout  # the printed table has it too
+    # The two-process target is a ratio, measured against one process in the same run.
+    speedup = figures[("drain c=10 x2 processes", "speedup_vs_one_process")]
+    assert len(speedup["runs"]) == 1 and 0.1 < speedup["median"] < 4, speedup
 
 
 def test_calibration_times_a_postgres_round_trip() -> None:
