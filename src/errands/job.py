@@ -56,6 +56,9 @@ class JobState(StrEnum):
 
 
 FINISHED_STATES = (JobState.COMPLETED, JobState.CANCELLED, JobState.DISCARDED)
+#: Each state by its stored text: a dict lookup, cheaper than ``JobState(text)`` on the
+#: paths that build thousands of jobs a second (claims, bulk inserts).
+STATES_BY_VALUE: dict[str, JobState] = {state.value: state for state in JobState}
 
 
 class Snooze(Exception):  # noqa: N818 - an outcome, not an error

@@ -122,6 +122,14 @@ CASES = [
         drained=("available", "completed", "discarded"),
     ),
     Case(
+        # SQLite keeps the text; float8 refuses it.
+        "text-as-timeout",
+        {"timeout": "soon"},
+        refused_by=("postgres",),
+        settles=("discarded",),
+        drained=("discarded",),
+    ),
+    Case(
         # timestamptz takes 'infinity'; the claim's JSON then holds "Infinity", a
         # string (PostgreSQL), and SQLite keeps the text: no time to run it by.
         "infinite-due-time",

@@ -37,13 +37,10 @@ from errands.engines.base import Ack
 from errands.engines.pg_connect import PgPool, Row, storable_json, storable_time
 from errands.engines.pg_inspect import job_from_pg_row
 from errands.engines.rows import claimed_jobs
-from errands.job import Job, JobState
+from errands.job import STATES_BY_VALUE, Job, JobState
 from errands.limits import LimitedClaim, QueueLimits
 
 __all__ = ["PgClaim", "ack_payload", "job_from_claim"]
-
-_STATES = {state.value: state for state in JobState}
-_TIMES = ("timeout", "inserted_at", "scheduled_at", "attempted_at", "finished_at")
 
 
 def ack_payload(acks: Sequence[Ack]) -> str:
@@ -72,32 +69,20 @@ def ack_payload(acks: Sequence[Ack]) -> str:
 
 
 def job_from_claim(row: Row) -> Job:
-    """A :class:`Job` from one claimed row's JSON object (raises if it cannot be decoded)."""
+    """A :class:`Job` from one claimed row's JSON object (raises if it cannot be decoded).
+
+    Fields of the wrong type (a time PostgreSQL printed as "Infinity") pass through:
+    :func:`~errands.engines.rows.claimed_jobs` discards such a job.
+    """
     data = orjson.loads(row["job"])
-    times = (
-        data["timeout"],
-        data["inserted_at"],
-        data["scheduled_at"],
-        data["attempted_at"],
-        data["finished_at"],
-    )
-    for value in times:
-        if value is not None and not isinstance(value, (int, float)):
-            raise _not_a_number(times)  # NaN or infinity written by hand
     # Positional, in the order of inserted.POSITIONAL (checked at import): 8.4 -> 4.7 us
     # a job with the state looked up in a dict rather than through JobState(...).
     return Job(
-        data["id"], data["worker"], data["queue"], data["args"], _STATES[data["state"]],
+        data["id"], data["worker"], data["queue"], data["args"], STATES_BY_VALUE[data["state"]],
         data["priority"], data["attempt"], data["max_attempts"], data["meta"], data["tags"],
-        data["errors"], data["result"], *times, data["attempted_by"],
+        data["errors"], data["result"], data["timeout"], data["inserted_at"],
+        data["scheduled_at"], data["attempted_at"], data["finished_at"], data["attempted_by"],
     )  # fmt: skip
-
-
-def _not_a_number(times: tuple[Any, ...]) -> ValueError:
-    for name, value in zip(_TIMES, times, strict=True):
-        if value is not None and not isinstance(value, (int, float)):
-            return ValueError(f"{name} is {value!r}, not a number")
-    raise AssertionError("no time is wrong")
 
 
 class PgClaim:

@@ -41,7 +41,7 @@ from errands.engines.pg_connect import check_storable, dict_cursor
 from errands.engines.pg_copy import COPY_MIN, copy_plan, copyable
 from errands.engines.pg_inspect import job_from_pg_row
 from errands.engines.pg_plan import Plan, Statement, Steps, arun_plan, run_plan
-from errands.job import Job, JobState, NewJob
+from errands.job import STATES_BY_VALUE, Job, NewJob
 from errands.unique import conflict_params, resolving
 
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ __all__ = ["ainsert_on", "insert_cron", "insert_on", "insert_plan"]
 #: Jobs per ``unnest`` statement; bigger batches are split, inside one transaction.
 CHUNK = 10_000
 
-_STATES = {state.value: state for state in JobState}
 
 #: A tuple-row cursor per pooled connection, kept between single inserts: a new
 #: cursor looks up its parameter dumpers and column loaders again, which cost
@@ -70,7 +69,7 @@ def _job(new: NewJob, row: tuple[Any, ...]) -> Job:
     """The job ``new`` became, from a row of ``(id, state, inserted_us, scheduled_us)``."""
     job_id, state, inserted_us, scheduled_us = row
     return inserted_job(
-        new, job_id, _STATES[state], unix_seconds(inserted_us), unix_seconds(scheduled_us)
+        new, job_id, STATES_BY_VALUE[state], unix_seconds(inserted_us), unix_seconds(scheduled_us)
     )
 
 

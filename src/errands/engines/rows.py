@@ -58,10 +58,12 @@ def _check_runnable(job: Job) -> None:
         raise ValueError(f"meta is {type(job.meta).__name__}, not a JSON object")
     if not isinstance(job.errors, list) or not isinstance(job.tags, list):
         raise ValueError("errors and tags must be JSON arrays")
-    for name in ("inserted_at", "scheduled_at", "attempted_at"):
+    # Text in a SQLite REAL column, or PostgreSQL's 'infinity'/'NaN' ("Infinity" in
+    # the claim's JSON), written by hand.
+    for name in ("timeout", "inserted_at", "scheduled_at", "attempted_at", "finished_at"):
         value = getattr(job, name)
         if value is not None and not isinstance(value, (int, float)):
-            raise ValueError(f"{name} is {value!r}, not a time")
+            raise ValueError(f"{name} is {value!r}, not a number of seconds")
     if job.attempt > job.max_attempts:
         raise ValueError(f"attempt {job.attempt} is past max_attempts {job.max_attempts}")
 

@@ -12,11 +12,10 @@ from typing import Any
 import orjson
 
 from errands.engines.base import load_sql
-from errands.job import Job, JobState
+from errands.job import STATES_BY_VALUE, Job
 
 __all__ = ["claim_rows", "dict_rows", "job_from_claim", "json_list", "sql"]
 
-_STATES = {state.value: state for state in JobState}
 
 _SQL: dict[str, str] = {}
 
@@ -59,7 +58,7 @@ def job_from_claim(row: Sequence[Any]) -> Job:
     args, meta, tags, errors, result = orjson.loads(data)
     # Positional, in the order of inserted.POSITIONAL (checked at import).
     return Job(
-        job_id, worker, queue, args, _STATES[state], priority, attempt, max_attempts, meta,
+        job_id, worker, queue, args, STATES_BY_VALUE[state], priority, attempt, max_attempts, meta,
         tags, errors, result, timeout, inserted_at, scheduled_at, attempted_at, finished_at,
         attempted_by,
     )  # fmt: skip
