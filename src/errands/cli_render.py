@@ -90,12 +90,10 @@ def ago(ts: float | None, now: float | None = None) -> str:
     >>> ago(100.0, now=160.0)
     '1m ago'
     """
-    if ts is None:
-        return "-"
-    if isinstance(ts, bool) or not isinstance(ts, (int, float)):
-        return f"{ts!r:.40} (not a time)"  # a row written by hand (SQLite keeps text)
-    if math.isinf(ts):  # PostgreSQL's endless times
-        return "never" if ts > 0 else "since always"
+    unusual = _unusual_time(ts)
+    if unusual is not None:
+        return unusual
+    assert ts is not None
     delta = ts - (time.time() if now is None else now)
     size = abs(delta)
     if size < 1:
@@ -111,11 +109,22 @@ def ago(ts: float | None, now: float | None = None) -> str:
     return f"in {amount}" if delta > 0 else f"{amount} ago"
 
 
-def _when(ts: float | None, now: float) -> str:
+def _unusual_time(ts: object) -> str | None:
+    """How to show a time that is not an ordinary Unix time, or None if it is one."""
     if ts is None:
         return "-"
-    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or math.isinf(ts):
-        return ago(ts)
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+        return f"{ts!r:.40} (not a time)"  # a row written by hand (SQLite keeps text)
+    if math.isinf(ts):  # PostgreSQL's endless times
+        return "never" if ts > 0 else "since always"
+    return None
+
+
+def _when(ts: float | None, now: float) -> str:
+    unusual = _unusual_time(ts)
+    if unusual is not None:
+        return unusual
+    assert ts is not None
     local = dt.datetime.fromtimestamp(ts).astimezone()
     return f"{local.isoformat(timespec='milliseconds')} ({ago(ts, now)})"
 
