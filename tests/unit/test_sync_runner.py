@@ -583,3 +583,93 @@ def test_a_batch_of_quick_bodies_runs_on_one_thread(
     asyncio.run(main())
     assert len(harness.acks()) == 20
     assert harness.threads.size <= 2, "quick bodies of one batch each woke a thread"
+
+
+# -- 6. waking the loop: once per batch, never long behind a slow body ---------------
+
+
+def test_a_batch_of_quick_bodies_wakes_the_loop_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread wakes the loop when it runs out of bodies, not at the first outcome."""
+    monkeypatch.setattr(sync_runner, "SPREAD_AFTER", 5.0)
+
+    class Quick(errands.Worker, name="t.quick-once"):
+        def perform(self, job: errands.Job) -> int:
+            return job.id
+
+    async def main() -> None:
+        harness.loop_thread = threading.get_ident()
+        harness.runner.submit_many(
+            [(make_job(i, worker="t.quick-once"), Quick) for i in range(1, 21)], PRODUCER
+        )
+        await until(lambda: len(harness.outcomes) == 20)
+        await asyncio.sleep(0.02)  # a second wake-up would have delivered by now
+
+    asyncio.run(main())
+    assert [len(batch) for batch in harness.batches] == [20]
+    assert sorted(harness.acks()) == list(range(1, 21))
+
+
+class Blocking(errands.Worker, name="t.blocking"):
+    """Job 1 returns at once (or after ``Blocking.first_takes`` s); any other waits for ``gate``."""
+
+    gate = threading.Event()
+    first_takes = 0.0
+
+    def perform(self, job: errands.Job) -> int:
+        if job.id == 1:
+            time.sleep(Blocking.first_takes)
+        else:
+            Blocking.gate.wait(5)
+        return job.id
+
+
+def test_an_outcome_is_delivered_while_its_thread_runs_a_slow_body(harness: Harness) -> None:
+    """Recorded before the spread: the loop collects it when it spreads the batch."""
+    Blocking.gate, Blocking.first_takes = threading.Event(), 0.0
+
+    async def main() -> None:
+        harness.loop_thread = threading.get_ident()
+        batch = [(make_job(i, worker="t.blocking"), Blocking) for i in (1, 2)]
+        harness.runner.submit_many(batch, PRODUCER)
+        await until(lambda: len(harness.outcomes) == 1)
+        assert not Blocking.gate.is_set()  # job 2 still blocks its thread
+        Blocking.gate.set()
+        await until(lambda: len(harness.outcomes) == 2)
+
+    asyncio.run(main())
+    assert [job.id for job, _ in harness.outcomes] == [1, 2]
+
+
+class NoSpread(JobThreads):
+    """A pool that starts only the first batch: threads the spread asks for never come."""
+
+    def run(self, fn: Callable[..., Any], /, *args: Any) -> None:
+        if self.size == 0:
+            super().run(fn, *args)
+
+
+def test_an_outcome_recorded_after_the_spread_wakes_the_loop_at_once() -> None:
+    """Past the spread no collect is coming: the outcome must not wait for the next body."""
+    Blocking.gate, Blocking.first_takes = threading.Event(), 0.02
+    pool = NoSpread(name="test-no-spread")
+    harness = Harness(pool)
+
+    async def main() -> None:
+        harness.loop_thread = threading.get_ident()
+        batch = [(make_job(i, worker="t.blocking"), Blocking) for i in (1, 2)]
+        harness.runner.submit_many(batch, PRODUCER)
+        # Job 1 returns 20 ms in, after the spread (1 ms); its thread then blocks in job 2.
+        await until(lambda: len(harness.outcomes) == 1)
+        assert not Blocking.gate.is_set()
+        Blocking.gate.set()
+        await until(lambda: len(harness.outcomes) == 2)
+
+    try:
+        asyncio.run(main())
+    finally:
+        Blocking.gate.set()
+        pool.shutdown(wait=False)
+    assert [job.id for job, _ in harness.outcomes] == [1, 2]
+    assert pool.size == 1  # both bodies ran on the one thread

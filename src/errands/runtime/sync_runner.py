@@ -3,9 +3,14 @@
 The obvious way, one ``run_in_executor`` future and one asyncio task per job,
 costs a future, a task and a loop wake-up for every job — more than a no-op
 body itself. Here a thread runs the body *and* classifies its outcome, appends
-the :class:`~errands.engines.base.Ack` to a list, and only the first outcome
-of a batch wakes the loop; one callback then delivers every outcome that
+the :class:`~errands.engines.base.Ack` to a list, and wakes the loop only once
+it finds no more bodies to take; one callback then delivers every outcome that
 arrived meanwhile. Under load that is one wake-up per batch instead of per job.
+Waking at the first outcome instead cost a thread switch more per batch: the
+loop woke and waited for the interpreter lock while the thread still ran the
+rest of the batch. An outcome never waits long behind a slow body of the same
+thread: the loop collects what has arrived when it spreads the batch,
+``SPREAD_AFTER`` after submitting it, and from then on each outcome wakes it.
 
 A timeout is a timer on the loop: when it fires before the body returns, the
 attempt is recorded as failed at once, ``job.cancelled()`` turns true, and the
@@ -26,6 +31,7 @@ import contextlib
 import contextvars
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,7 +47,8 @@ __all__ = ["SyncRunner"]
 log = logging.getLogger("errands.executor")
 
 Deliver = Callable[[list[tuple[Job, Ack]]], None]
-_Item = tuple[contextvars.Context, Job, type[Worker], str, tuple[int, int]]
+#: A body to run: its context, job, worker, producer, (id, attempt) and spread time.
+_Item = tuple[contextvars.Context, Job, type[Worker], str, tuple[int, int], float]
 
 #: Seconds the bodies of a batch may wait behind a slow one before each gets a thread.
 SPREAD_AFTER = 0.001
@@ -91,13 +98,14 @@ class SyncRunner:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         work: deque[_Item] = deque()
+        spread_at = time.monotonic() + SPREAD_AFTER
         with self._lock:
             for job, worker_cls in batch:
                 job._cancel_event = CancelFlag()
                 key = (job.id, job.attempt)
                 self._active[key] = False
                 # Each body gets a copy of the loop's context, as an asyncio task would.
-                work.append((contextvars.copy_context(), job, worker_cls, producer, key))
+                work.append((contextvars.copy_context(), job, worker_cls, producer, key, spread_at))
         items = list(work)
         try:
             self.threads.run(self._drain, work)
@@ -106,7 +114,7 @@ class SyncRunner:
                 for item in items:
                     self._active.pop(item[4], None)
             raise
-        for _, job, worker_cls, _, key in items:
+        for _, job, worker_cls, _, key, _ in items:
             timeout = job_timeout(job, worker_cls)
             if timeout is not None:
                 self._timers[key] = loop.call_later(
@@ -116,7 +124,12 @@ class SyncRunner:
             loop.call_later(SPREAD_AFTER, self._spread, work)
 
     def _spread(self, work: deque[_Item]) -> None:
-        """Give every body still waiting in ``work`` a thread of its own."""
+        """Give every body still waiting in ``work`` a thread of its own.
+
+        Outcomes recorded so far are delivered too: the thread that recorded
+        them may be inside a slow body, and wakes the loop only after it.
+        """
+        self._collect()
         try:
             for _ in range(len(work)):
                 self.threads.run(self._drain, work)
@@ -125,12 +138,27 @@ class SyncRunner:
 
     # -- on a pool thread --------------------------------------------------------
     def _drain(self, work: deque[_Item]) -> None:
+        recorded = False
         while True:
             try:
                 item = work.popleft()  # atomic: threads sharing ``work`` never run one twice
             except IndexError:
-                return
-            self._work(*item)
+                break
+            recorded = self._work(*item[:5]) or recorded
+            if recorded and time.monotonic() >= item[5]:
+                # The loop has spread (or is about to): no later collect is coming.
+                self._announce()
+                recorded = False
+        if recorded:
+            self._announce()
+
+    def _announce(self) -> None:
+        """Wake the loop to collect the recorded outcomes, unless a wake-up is on its way."""
+        with self._lock:
+            wake = not self._wake_pending
+            self._wake_pending = True
+        if wake:
+            self._call_loop(self._collect)
 
     def _work(
         self,
@@ -139,24 +167,19 @@ class SyncRunner:
         worker_cls: type[Worker],
         producer: str,
         key: tuple[int, int],
-    ) -> None:
+    ) -> bool:
+        """Run one body and record its outcome; False if its timeout recorded it first."""
         try:
             ack = context.run(_attempt, job, worker_cls, producer)
         except BaseException as exc:  # classify itself failed: still record the attempt
             ack = classify(job, Worker(), producer, exc=exc)
         with self._lock:
             expired = self._active.pop(key, False)
-            if expired:
-                wake = False
-            else:
+            if not expired:
                 self._done.append((job, ack))
-                wake = not self._wake_pending
-                self._wake_pending = True
         if expired:  # its timeout already recorded the attempt; this thread is free again
             self.runaways.change(-1)
-            return
-        if wake:
-            self._call_loop(self._collect)
+        return not expired
 
     def _call_loop(self, callback: Callable[[], Any]) -> None:
         loop = self._loop
