@@ -10,6 +10,7 @@ import os
 import time
 from dataclasses import replace
 
+import orjson
 import pytest
 
 import errands
@@ -128,6 +129,33 @@ def test_mixed_batch_of_acks_counts_only_live_ones(app: errands.App) -> None:
     assert app.engine.ack(acks) == 1
     states = [app.get_job(j.id).state for j in jobs]  # type: ignore[union-attr]
     assert states == [JobState.COMPLETED, JobState.EXECUTING, JobState.EXECUTING]
+
+
+def test_a_batch_of_completions_keeps_each_result_exactly(app: errands.App) -> None:
+    """Completions are applied together (on SQLite, one statement over the batch):
+    each job keeps its own result byte for byte, a job acked twice counts once."""
+    work = _app_with_worker(app)
+    results: list[bytes | None] = [
+        b'"quote \\" and \\\\ backslash"',
+        '"ünïcode ✓ \\t tab 😀"'.encode(),
+        b'{"nested": [1, 2.5, null, {"deep": "x\\ny"}]}',
+        b"123456789012345678901234567890",
+        b"0.30000000000000004",
+        None,
+    ]
+    jobs = [work.enqueue(n=i) for i in range(len(results))]
+    a = _producer(app, "A")
+    claimed = app.engine.fetch("default", 10, a, [WORKER])
+    acks = [_ack(job, a, result=result) for job, result in zip(claimed, results, strict=True)]
+    acks.append(acks[0])  # the same ack again (a retried flush): stale once the first applies
+    assert app.engine.ack(acks) == len(results)
+    for job, result in zip(jobs, results, strict=True):
+        stored = app.get_job(job.id)
+        assert stored is not None and stored.state == JobState.COMPLETED
+        assert stored.finished_at is not None
+        expected = None if result is None else orjson.loads(result)
+        assert stored.result == expected
+        assert type(stored.result) is type(expected)
 
 
 def test_ack_outcomes_through_the_engine(app: errands.App) -> None:
