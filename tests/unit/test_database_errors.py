@@ -188,3 +188,19 @@ def test_read_only_file_and_folder_give_a_clear_error(shared_dir: Path) -> None:
     app, _ = _app_with_job(f"sqlite:///{path}")
     assert [j.id for j in app.list_jobs()] == [job_id], "the read-only attempt changed the table"
     app.close()
+
+
+def test_a_sqlite_too_old_for_the_queries_is_named_before_any_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python linked against SQLite 3.31 (no RETURNING) fails at the first call, saying why."""
+    import sqlite3
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    path = tmp_path / "jobs.db"
+    _app, work = _app_with_job(f"sqlite:///{path}")
+    expected = r"needs SQLite 3\.35\.0 or newer .* uses SQLite 3\.31\.1"
+    with pytest.raises(DatabaseError, match=expected):
+        work.enqueue(n=1)
+    assert not path.exists()  # nothing was created or written

@@ -25,8 +25,6 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
-import orjson
-
 from errands.engines.base import Ack, CronSlot, RescueCounts, WakeUp
 from errands.engines.migrations import latest_version, migrations
 from errands.engines.rows import claimed_jobs
@@ -35,7 +33,14 @@ from errands.engines.sqlite_insert import insert_cron_on, insert_on, insert_uniq
 from errands.engines.sqlite_inspect import SQLiteInspect
 from errands.engines.sqlite_listen import DataVersionListener, driver_connection
 from errands.engines.sqlite_liveness import SQLiteLiveness
-from errands.engines.sqlite_util import claim_rows, job_from_claim, json_list, sql
+from errands.engines.sqlite_util import (
+    apply_acks,
+    claim_rows,
+    job_from_claim,
+    json_list,
+    require_sqlite,
+    sql,
+)
 from errands.engines.sqlite_writer import WriterLock
 from errands.errors import DatabaseError, SchemaError
 from errands.job import Job, JobState, NewJob
@@ -62,6 +67,7 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect, SQLiteLiveness):
         listen_interval: float = 0.005,
         notify: bool = True,
     ):
+        require_sqlite()
         self.path = path
         self.mode = mode
         self.notify = notify
@@ -268,54 +274,12 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect, SQLiteLiveness):
             self.ack(rejects)
         return jobs
 
-    @staticmethod
-    def _apply_acks(conn: sqlite3.Connection, acks: Sequence[Ack]) -> int:
-        """Apply outcomes in the open write transaction; returns how many were not stale.
-
-        Plain completions go through ``ack_completed.sql``, one statement for
-        all of them, cheaper than the general ``ack.sql`` that takes every
-        other outcome one at a time.
-        """
-        now = time.time()
-        completed: list[tuple[int, int, str, str | None]] = []
-        others: list[dict[str, Any]] = []
-        for ack in acks:
-            result = None if ack.result is None else ack.result.decode()
-            if (
-                ack.state is JobState.COMPLETED
-                and ack.error is None
-                and ack.scheduled_at is None
-                and not ack.snoozed
-            ):
-                completed.append((ack.id, ack.attempt, ack.producer, result))
-                continue
-            others.append(
-                {
-                    "id": ack.id,
-                    "attempt": ack.attempt,
-                    "producer": ack.producer,
-                    "result": result,
-                    "now": now,
-                    "state": ack.state.value,
-                    "error": None if ack.error is None else orjson.dumps(ack.error).decode(),
-                    "scheduled_at": ack.scheduled_at,
-                    "snoozed": 1 if ack.snoozed else 0,
-                }
-            )
-        applied = 0
-        if completed:
-            batch = orjson.dumps(completed).decode()
-            applied = conn.execute(sql("ack_completed"), {"batch": batch, "now": now}).rowcount
-        if others:
-            applied += conn.executemany(sql("ack"), others).rowcount
-        return applied
-
     def ack(self, acks: Sequence[Ack]) -> int:
         """Apply outcomes in one transaction; stale acks match no row."""
         if not acks:
             return 0
         with self._write("recording job outcomes") as conn:
-            return self._apply_acks(conn, acks)
+            return apply_acks(conn, acks)
 
     def release(self, jobs: Sequence[Job], producer: str) -> int:
         """Make claimed jobs that never started available again (see :class:`Engine`)."""
@@ -337,7 +301,7 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect, SQLiteLiveness):
         """
         params = self._claim_params(queue, limit, producer, workers)
         with self._write("recording outcomes and claiming jobs") as conn:
-            applied = self._apply_acks(conn, acks) if acks else 0
+            applied = apply_acks(conn, acks) if acks else 0
             rows = claim_rows(conn, sql("fetch"), params)
         return applied, self._runnable(rows, producer), []
 

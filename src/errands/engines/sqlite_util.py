@@ -6,18 +6,46 @@ Example: ``conn.execute(sql("get_job"), {"id": 1})``
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
-from errands.engines.base import load_sql
-from errands.job import STATES_BY_VALUE, Job
+from errands.engines.base import Ack, load_sql
+from errands.errors import DatabaseError
+from errands.job import STATES_BY_VALUE, Job, JobState
 
-__all__ = ["claim_rows", "dict_rows", "job_from_claim", "json_list", "sql"]
+__all__ = [
+    "MIN_SQLITE",
+    "apply_acks",
+    "claim_rows",
+    "dict_rows",
+    "job_from_claim",
+    "json_list",
+    "require_sqlite",
+    "sql",
+]
 
 
 _SQL: dict[str, str] = {}
+
+#: The oldest SQLite the queries run on: claims use ``UPDATE ... RETURNING`` (3.35).
+MIN_SQLITE = (3, 35, 0)
+
+
+def require_sqlite() -> None:
+    """Fail clearly, before any query, when Python's SQLite is older than ``MIN_SQLITE``.
+
+    Example: ``require_sqlite()  # raises DatabaseError on SQLite 3.31``
+    """
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        needed = ".".join(map(str, MIN_SQLITE))
+        raise DatabaseError(
+            f"errands needs SQLite {needed} or newer (for UPDATE ... RETURNING), but this "
+            f"Python's sqlite3 module uses SQLite {sqlite3.sqlite_version}: use a Python "
+            "built against a newer SQLite, or PostgreSQL"
+        )
 
 
 def sql(name: str) -> str:
@@ -62,3 +90,45 @@ def job_from_claim(row: Sequence[Any]) -> Job:
         tags, errors, result, timeout, inserted_at, scheduled_at, attempted_at, finished_at,
         attempted_by,
     )  # fmt: skip
+
+
+def apply_acks(conn: sqlite3.Connection, acks: Sequence[Ack]) -> int:
+    """Apply outcomes in the open write transaction; returns how many were not stale.
+
+    Plain completions go through ``ack_completed.sql``, one statement for
+    all of them, cheaper than the general ``ack.sql`` that takes every
+    other outcome one at a time.
+    """
+    now = time.time()
+    completed: list[tuple[int, int, str, str | None]] = []
+    others: list[dict[str, Any]] = []
+    for ack in acks:
+        result = None if ack.result is None else ack.result.decode()
+        if (
+            ack.state is JobState.COMPLETED
+            and ack.error is None
+            and ack.scheduled_at is None
+            and not ack.snoozed
+        ):
+            completed.append((ack.id, ack.attempt, ack.producer, result))
+            continue
+        others.append(
+            {
+                "id": ack.id,
+                "attempt": ack.attempt,
+                "producer": ack.producer,
+                "result": result,
+                "now": now,
+                "state": ack.state.value,
+                "error": None if ack.error is None else orjson.dumps(ack.error).decode(),
+                "scheduled_at": ack.scheduled_at,
+                "snoozed": 1 if ack.snoozed else 0,
+            }
+        )
+    applied = 0
+    if completed:
+        batch = orjson.dumps(completed).decode()
+        applied = conn.execute(sql("ack_completed"), {"batch": batch, "now": now}).rowcount
+    if others:
+        applied += conn.executemany(sql("ack"), others).rowcount
+    return applied
