@@ -1,7 +1,10 @@
 """Batches acks so the hot path never spends one transaction per job.
 
-Acks are flushed every ``interval`` seconds or as soon as ``batch_size`` are
-waiting, in one engine call. Every ack stays fenced by ``(id, attempt,
+Acks are flushed in one engine call once the oldest has waited ``interval``
+seconds, or as soon as ``batch_size`` are waiting. Where a claim records the
+pending acks itself (SQLite's ``ack_fetch``), the wait starts again from the
+oldest ack still pending, so a busy producer's claims carry every ack and the
+completer adds no transaction of its own. Every ack stays fenced by ``(id, attempt,
 producer)``: a batch can only lose its unflushed acks in a crash, and those
 jobs are then rescued and run again (at-least-once). A failed flush keeps its
 acks and tries again with backoff, so a database outage delays outcomes but
@@ -48,6 +51,8 @@ class Completer:
         self.applied = 0
         #: Acks that matched no row: the job was rescued, cancelled or retried meanwhile.
         self.stale = 0
+        #: Loop time the oldest pending ack arrived (meaningless while none is pending).
+        self._oldest = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -55,7 +60,10 @@ class Completer:
     def add(self, ack: Ack) -> None:
         """Queue one ack; it is applied within ``interval`` seconds."""
         self.pending.append(ack)
-        if len(self.pending) >= self.batch_size or len(self.pending) == 1:
+        if len(self.pending) == 1:
+            self._oldest = asyncio.get_running_loop().time()
+            self._wake.set()
+        elif len(self.pending) >= self.batch_size:
             self._wake.set()
 
     def take(self, limit: int | None = None) -> list[Ack]:
@@ -76,18 +84,21 @@ class Completer:
         for the next flush.
         """
         if applied is None:
-            self.pending[:0] = acks
-            if acks:
-                self._wake.set()
+            self._put_back(acks)
             return
         self.applied += applied
-        if retry:
-            self.pending[:0] = retry
-            self._wake.set()
+        self._put_back(retry)
         stale = len(acks) - applied - len(retry)
         if stale > 0:
             self.stale += stale
             log.info("%d stale ack(s) changed nothing (jobs rescued or cancelled meanwhile)", stale)
+
+    def _put_back(self, acks: Sequence[Ack]) -> None:
+        """Return acks a claim took but did not record: they are due now, not an interval on."""
+        if acks:
+            self.pending[:0] = acks
+            self._oldest = asyncio.get_running_loop().time() - self.interval
+            self._wake.set()
 
     async def start(self) -> None:
         """Start flushing in the background."""
@@ -128,9 +139,14 @@ class Completer:
             self._wake.clear()
             if self._stopping:
                 return
-            # Let a few more acks arrive so one call carries them all.
-            if len(self.pending) < self.batch_size:
-                await asyncio.sleep(self.interval)
+            # Let a few more acks arrive so one call carries them all, or a claim
+            # take them; wait again while what is left is younger than interval.
+            loop = asyncio.get_running_loop()
+            while self.pending and len(self.pending) < self.batch_size and not self._stopping:
+                wait = self._oldest + self.interval - loop.time()
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
             try:
                 await self.flush()
                 delay = 0.1
