@@ -161,7 +161,8 @@ def test_a_quick_queue_claims_up_to_ahead_max_batches_ahead(
 
 def producer_ready(node: Any) -> list[int]:
     """Ids of the jobs the default queue's producer claimed ahead (not started)."""
-    return [job.id for job in node.producers["default"]._ready]
+    producer = node.producers["default"]
+    return [job.id for job in producer._ready] + producer._sync.standby_ids()
 
 
 def test_a_busy_quick_queue_claims_in_large_batches_ahead(
@@ -216,6 +217,66 @@ def test_pausing_hands_back_the_jobs_claimed_ahead(
 
     arun(main())
     assert setup.ran == ["block", "later-1", "later-2"]
+
+
+def test_a_pause_stops_threads_starting_the_jobs_claimed_ahead(
+    setup: Setup, arun: Callable[..., Any], until: Until
+) -> None:
+    """A thread that finishes a body starts the next claimed job itself, unless paused."""
+    app = setup.app
+
+    async def main() -> None:
+        async with setup.held(until) as (_, ahead, _):
+            app.pause_queue("default", local=True)  # seen at once: this is the node's loop
+            setup.release.set()  # the block's thread is free: it must not start ``ahead``
+            await until(lambda: setup.state(ahead.id)[0] == JobState.AVAILABLE, 5)
+            await asyncio.sleep(0.2)
+            assert setup.ran == ["block"]
+            app.resume_queue("default", local=True)
+            await until(lambda: len(setup.ran) == 3, 5)
+
+    arun(main())
+    assert setup.ran == ["block", "later-1", "later-2"]
+
+
+def test_scaling_down_stops_threads_starting_jobs_past_the_new_limit(
+    make_app: Callable[..., errands.App], arun: Callable[..., Any], until: Until
+) -> None:
+    app = make_app(queues={"default": 2})
+    setup = Setup(app)
+    lock = threading.Lock()
+    running = {"now": 0, "most": 0}
+
+    @app.job(name="counted")
+    def counted() -> None:
+        with lock:
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+        time.sleep(0.03)
+        with lock:
+            running["now"] -= 1
+
+    async def main() -> None:
+        await app.aenqueue_many([setup.quick.new() for _ in range(WARM_UP)])
+        node = await app.start()
+        try:
+            await until(lambda: node.outcomes["completed"] >= WARM_UP, 10)
+            await app.aenqueue_many(
+                [setup.block.options(priority=0).new() for _ in range(2)]
+                + [counted.options(priority=1).new() for _ in range(4)]
+            )
+            producer = node.producers["default"]
+            # Both slots blocked, one batch of two claimed ahead (on standby).
+            await until(lambda: setup.ran == ["block", "block"] and len(producer.held) == 4, 5)
+            app.scale_queue("default", 1, local=True)
+            setup.release.set()  # two threads free at once: only one may start a job
+            await until(lambda: node.outcomes["completed"] >= WARM_UP + 6, 10)
+        finally:
+            setup.release.set()
+            await app.stop()
+
+    arun(main())
+    assert running["most"] == 1
 
 
 def test_stopping_hands_back_the_jobs_claimed_ahead_without_spending_an_attempt(

@@ -26,6 +26,7 @@ import pytest
 
 import errands
 from errands.cli import load_app
+from errands.runtime import claim_ahead
 from errands.runtime.node import Node
 from errands.runtime.process_child import resolve_import_path
 from tests.support import wait_for
@@ -189,6 +190,30 @@ def test_sync_jobs_run_in_child_processes_and_async_jobs_on_the_loop(
     # Stopping the node stops (and reaps) its children.
     for pid in children:
         assert not pid_exists(pid), f"child {pid} outlived the node"
+
+
+def test_quick_jobs_claimed_ahead_still_run_only_in_child_processes(
+    jobs: ModuleType,
+    arun: Callable[..., Any],
+    until: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread queue's threads start jobs claimed ahead themselves; a process queue's never."""
+    # Jobs count as quick from the start: the queue claims ahead of its two slots.
+    monkeypatch.setattr(claim_ahead, "QUICK", 10.0)
+    app = jobs.app
+    quick = app.enqueue_many([jobs.whoami.new() for _ in range(300)])
+
+    async def scenario() -> None:
+        async with running(app) as node:
+            await until(lambda: settled(app, [job.id for job in quick]), 60, message="jobs")
+            producer = node.producers["cpu"]
+            assert producer.fetched > 2 * producer.claims, "it claimed ahead of its 2 slots"
+
+    arun(scenario(), 90)
+    results = [app.get_job(job.id) for job in quick]
+    assert {job.state for job in results} == {"completed"}  # type: ignore[union-attr]
+    assert os.getpid() not in {job.result for job in results}  # type: ignore[union-attr]
 
 
 # The engine plays no part in how children share the cores; one copy of this test

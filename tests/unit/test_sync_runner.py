@@ -673,3 +673,243 @@ def test_an_outcome_recorded_after_the_spread_wakes_the_loop_at_once() -> None:
         pool.shutdown(wait=False)
     assert [job.id for job, _ in harness.outcomes] == [1, 2]
     assert pool.size == 1  # both bodies ran on the one thread
+
+
+# -- 7. standby: a thread that finished a body starts the next job itself ----------------
+
+
+class Counted(errands.Worker, name="t.counted"):
+    """Sleeps ``Counted.sleep`` s; records the most bodies that ran at once."""
+
+    lock = threading.Lock()
+    now = 0
+    most = 0
+    sleep = 0.002
+
+    def perform(self, job: errands.Job) -> int:
+        with Counted.lock:
+            Counted.now += 1
+            Counted.most = max(Counted.most, Counted.now)
+        time.sleep(Counted.sleep)
+        with Counted.lock:
+            Counted.now -= 1
+        return job.id
+
+
+class StandbyHarness(Harness):
+    """A harness that also records ``on_started`` calls, and checks their order."""
+
+    def __init__(self, threads: JobThreads) -> None:
+        super().__init__(threads)
+        self.started: list[int] = []
+        self.runner = SyncRunner(threads, self.runaways, self._deliver, self._on_started)
+
+    def _on_started(self, started: list[tuple[Job, float]]) -> None:
+        assert threading.get_ident() == self.loop_thread
+        delivered = {job.id for job, _ in self.outcomes}
+        for job, at in started:
+            assert job.id not in delivered, "a job's start must be told before its outcome"
+            assert at <= time.monotonic()
+            self.started.append(job.id)
+
+
+def test_standby_jobs_start_in_freed_slots_never_more_at_once() -> None:
+    Counted.now = Counted.most = 0
+    Counted.sleep = 0.002
+    pool = JobThreads(name="test-standby")
+    harness = StandbyHarness(pool)
+
+    async def main() -> None:
+        harness.loop_thread = threading.get_ident()
+        jobs = [(make_job(i, worker="t.counted"), Counted) for i in range(1, 23)]
+        harness.runner.submit_many(jobs[:2], PRODUCER)  # two slots
+        harness.runner.offer(jobs[2:], PRODUCER)
+        assert harness.runner.standby == 20
+        await until(lambda: len(harness.outcomes) == 22)
+
+    try:
+        asyncio.run(main())
+    finally:
+        pool.shutdown(wait=False)
+    assert sorted(harness.acks()) == list(range(1, 23))
+    assert sorted(harness.started) == list(range(3, 23))
+    assert Counted.most <= 2, "threads started more standby jobs than bodies they finished"
+    assert harness.runner.standby == 0
+    assert harness.runner.running == 0
+
+
+def test_recall_takes_back_the_standby_jobs_no_thread_started() -> None:
+    Blocking.gate, Blocking.first_takes = threading.Event(), 0.0
+    pool = JobThreads(name="test-recall")
+    harness = StandbyHarness(pool)
+
+    async def main() -> list[int]:
+        harness.loop_thread = threading.get_ident()
+        harness.runner.submit_many([(make_job(2, worker="t.blocking"), Blocking)], PRODUCER)
+        standby = [(make_job(i, worker="t.blocking"), Blocking) for i in (10, 11, 12)]
+        harness.runner.offer(standby, PRODUCER)
+        assert harness.runner.standby_ids() == [10, 11, 12]
+        first = [job.id for job in harness.runner.recall(1)]
+        rest = [job.id for job in harness.runner.recall()]
+        Blocking.gate.set()  # job 2 returns: its thread finds nothing to start
+        await until(lambda: len(harness.outcomes) == 1)
+        await asyncio.sleep(0.05)
+        return first + rest
+
+    try:
+        assert asyncio.run(main()) == [10, 11, 12]
+    finally:
+        Blocking.gate.set()
+        pool.shutdown(wait=False)
+    assert [job.id for job, _ in harness.outcomes] == [2]
+    assert harness.started == []
+
+
+def test_a_thread_with_no_finished_body_starts_no_standby_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The spread gives a waiting body a thread; if another took the body meanwhile, that
+    thread freed no slot, and must not start a standby job in one."""
+    pool = JobThreads(name="test-no-free-slot")
+    harness = StandbyHarness(pool)
+    spread_ran = threading.Event()
+
+    async def main() -> None:
+        harness.loop_thread = threading.get_ident()
+        harness.runner.offer([(make_job(5, worker="t.double", args={"n": 1}), Double)], PRODUCER)
+        work: collections.deque[Any] = collections.deque()
+        # A spread thread's first look: the deque is empty, as if another thread took it.
+        pool.run(harness.runner._drain, work)
+        pool.run(spread_ran.set)
+        await asyncio.to_thread(spread_ran.wait, 5)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    pool.shutdown(wait=False)
+    assert harness.runner.standby == 1
+    assert harness.started == [] and harness.outcomes == []
+
+
+def test_a_runaway_that_returns_frees_no_slot_for_a_standby_job() -> None:
+    """Its timeout already freed the slot (the loop filled it): it must not start another."""
+    Blocking.gate, Blocking.first_takes = threading.Event(), 0.0
+    pool = JobThreads(name="test-runaway-standby")
+    harness = StandbyHarness(pool)
+
+    async def main() -> None:
+        harness.loop_thread = threading.get_ident()
+        slow = make_job(2, worker="t.blocking", timeout=0.05, max_attempts=1)
+        harness.runner.submit_many([(slow, Blocking)], PRODUCER)
+        await until(lambda: len(harness.outcomes) == 1)  # timed out
+        harness.runner.offer([(make_job(7, worker="t.double", args={"n": 1}), Double)], PRODUCER)
+        Blocking.gate.set()  # the runaway returns
+        await until(lambda: harness.runaways.count == 0)
+        await asyncio.sleep(0.05)
+
+    try:
+        asyncio.run(main())
+    finally:
+        Blocking.gate.set()
+        pool.shutdown(wait=False)
+    assert harness.runner.standby == 1
+    assert harness.started == []
+
+
+def test_a_standby_job_past_its_timeout_fails_and_counts_as_a_runaway() -> None:
+    Blocking.gate, Blocking.first_takes = threading.Event(), 0.0
+    pool = JobThreads(name="test-standby-timeout")
+    harness = StandbyHarness(pool)
+
+    async def main() -> None:
+        harness.loop_thread = threading.get_ident()
+        harness.runner.submit_many([(make_job(1, worker="t.blocking"), Blocking)], PRODUCER)
+        slow = make_job(2, worker="t.blocking", timeout=0.1, max_attempts=2)
+        harness.runner.offer([(slow, Blocking)], PRODUCER)
+        await until(lambda: len(harness.outcomes) == 2)
+        assert harness.runaways.count == 1
+        Blocking.gate.set()
+        await until(lambda: harness.runaways.count == 0)
+
+    try:
+        asyncio.run(main())
+    finally:
+        Blocking.gate.set()
+        pool.shutdown(wait=False)
+    acks = harness.acks()
+    assert acks[1].state is JobState.COMPLETED
+    assert acks[2].state is JobState.RETRYABLE
+    assert acks[2].error is not None and acks[2].error["type"] == TIMEOUT_TYPE
+    assert harness.started == [2]
+
+
+def test_outcomes_before_a_slow_standby_job_are_delivered_while_it_runs() -> None:
+    Blocking.gate, Blocking.first_takes = threading.Event(), 0.0
+    pool = JobThreads(name="test-standby-announce")
+    harness = StandbyHarness(pool)
+
+    async def main() -> None:
+        harness.loop_thread = threading.get_ident()
+        harness.runner.submit_many([(make_job(1, worker="t.blocking"), Blocking)], PRODUCER)
+        harness.runner.offer([(make_job(2, worker="t.blocking"), Blocking)], PRODUCER)
+        await until(lambda: len(harness.outcomes) == 1)
+        assert not Blocking.gate.is_set()  # job 2 still blocks the thread
+        assert harness.started == [2]
+        Blocking.gate.set()
+        await until(lambda: len(harness.outcomes) == 2)
+
+    try:
+        asyncio.run(main())
+    finally:
+        Blocking.gate.set()
+        pool.shutdown(wait=False)
+    assert [job.id for job, _ in harness.outcomes] == [1, 2]
+
+
+def test_a_loop_filling_freed_slots_and_threads_starting_standby_jobs_never_overfill() -> None:
+    """The producer's side of the protocol, many times over: the loop hears of starts
+    with outcomes, starts jobs in the slots it sees free (standby ones first) and puts
+    the rest on standby; threads start standby jobs in slots they free. No slot is
+    ever used twice, so never more than ``limit`` bodies run at once."""
+    Counted.now = Counted.most = 0
+    Counted.sleep = 0.0
+    limit, total = 3, 600
+    pool = JobThreads(name="test-standby-stress")
+    ready = [(make_job(i, worker="t.counted"), Counted) for i in range(1, total + 1)]
+    running: set[int] = set()
+    finished: list[int] = []
+    workers = {job.id: worker_cls for job, worker_cls in ready}
+
+    def refill() -> None:
+        free = limit - len(running)
+        starting = [(job, workers[job.id]) for job in runner.recall(max(free, 0))]
+        while len(starting) < free and ready:
+            starting.append(ready.pop(0))
+        if starting:
+            running.update(job.id for job, _ in starting)
+            runner.submit_many(starting, PRODUCER)
+        batch, ready[:] = ready[:7], ready[7:]  # a few on standby at a time
+        if batch:
+            runner.offer(batch, PRODUCER)
+
+    def on_started(started: list[tuple[Job, float]]) -> None:
+        # Told before the outcomes of the bodies whose slots they took.
+        running.update(job.id for job, _ in started)
+
+    def deliver(outcomes: list[tuple[Job, Ack]]) -> None:
+        for job, _ in outcomes:
+            running.discard(job.id)
+            finished.append(job.id)
+        refill()
+
+    runner = SyncRunner(pool, RunawayCounter(), deliver, on_started)
+
+    async def main() -> None:
+        refill()
+        await until(lambda: len(finished) == total, timeout=20)
+
+    try:
+        asyncio.run(main())
+    finally:
+        pool.shutdown(wait=False)
+    assert sorted(finished) == list(range(1, total + 1))
+    assert Counted.most <= limit

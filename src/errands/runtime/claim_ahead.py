@@ -25,6 +25,7 @@ from errands.limits import QueueLimits
 
 if TYPE_CHECKING:
     from errands.runtime.node import Node
+    from errands.runtime.sync_runner import SyncRunner
 
 __all__ = ["AHEAD", "AHEAD_MAX", "AHEAD_ROWS", "GATHER", "HOLD", "QUICK", "ClaimAhead"]
 
@@ -58,6 +59,7 @@ class ClaimAhead:
         limits: QueueLimits | None
         running: dict[int, Job]
         _ready: list[Job]
+        _sync: SyncRunner
         _ready_at: float
         _hold_timer: asyncio.TimerHandle | None
         _claim_at: float
@@ -68,7 +70,11 @@ class ClaimAhead:
     @property
     def demand(self) -> int:
         """How many jobs the next claim may take: free slots, plus those to claim ahead."""
-        return max(0, self.limit + self._ahead() - len(self.running) - len(self._ready))
+        return max(0, self.limit + self._ahead() - len(self.running) - self._waiting())
+
+    def _waiting(self) -> int:
+        """Jobs claimed ahead and not started: in _ready, or on the sync runner's standby."""
+        return len(self._ready) + self._sync.standby
 
     def _should_claim(self) -> bool:
         """True unless the jobs claimed ahead still fill more than every slot once over.
@@ -78,12 +84,12 @@ class ClaimAhead:
         a round trip, on PostgreSQL about 0.7 ms of server CPU) is then shared
         by many jobs.
         """
-        return self.demand > 0 and len(self._ready) <= self.limit
+        return self.demand > 0 and self._waiting() <= self.limit
 
     @property
     def held(self) -> list[int]:
         """Ids of every job this producer holds: running, or claimed ahead and waiting."""
-        return [*self.running, *(job.id for job in self._ready)]
+        return [*self.running, *(job.id for job in self._ready), *self._sync.standby_ids()]
 
     def _ahead(self) -> int:
         """How many jobs to claim beyond the free slots: ``AHEAD`` seconds of work, or none.
@@ -121,7 +127,7 @@ class ClaimAhead:
         never delays the first job of a quiet queue; nor does one with jobs
         claimed ahead, whose next claim is a whole batch anyway.
         """
-        if not self.running or self._ready or self._job_time >= QUICK:
+        if not self.running or self._waiting() or self._job_time >= QUICK:
             return False
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -144,7 +150,7 @@ class ClaimAhead:
 
     def _arm_hold(self) -> None:
         """Wake the loop HOLD s after the waiting jobs last moved (one timer at a time)."""
-        if self._ready and self._hold_timer is None and not self._stopping:
+        if self._waiting() and self._hold_timer is None and not self._stopping:
             loop = asyncio.get_running_loop()
             self._hold_timer = loop.call_at(self._ready_at + HOLD, self._hold_expired)
 
@@ -154,7 +160,9 @@ class ClaimAhead:
 
     async def _release_ready(self) -> None:
         """Hand the jobs claimed ahead back to the queue, their attempts not spent."""
-        jobs, self._ready = self._ready, []
+        jobs, self._ready = [*self._sync.recall(), *self._ready], []
+        if not jobs:
+            return
         try:
             await self.node.call_db(self.node.engine.release, jobs, self.id)
         except Exception as exc:

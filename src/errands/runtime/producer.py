@@ -3,7 +3,9 @@
 At most ``limit`` jobs run at once, however many wait. A busy producer of
 quick jobs (see ``ClaimAhead._ahead``) also claims a few milliseconds of work
 ahead, so the next jobs are in memory when slots free instead of a round trip
-away, and claims come in large batches; jobs it claimed but did not start go
+away, and claims come in large batches. Those of ``def`` workers wait on the
+sync runner's standby, where a thread that finished a body starts the next
+itself (see :mod:`errands.runtime.sync_runner`); jobs it claimed but did not start go
 back to the queue when it pauses or stops, or when they wait longer than
 ``HOLD``. A producer wakes on a local insert, a
 notification from another process, a slot freed by a finished job, or its
@@ -55,8 +57,9 @@ class Producer(ClaimAhead):
     def __init__(self, node: Node, config: QueueConfig) -> None:
         self.node = node
         self.queue = config.name
-        self.limit = config.limit
-        self.paused = config.paused
+        self._limit = config.limit
+        self._paused = config.paused
+        self._processes = config.executor == "process"
         #: Global/rate limits the claim enforces across nodes (None: the plain claim).
         self.limits = config.limits
         #: While the limits are reached, count again only at this time (or a local slot frees).
@@ -73,7 +76,9 @@ class Producer(ClaimAhead):
         self._hold_timer: asyncio.TimerHandle | None = None
         #: The tasks of running jobs that have one (async bodies, process executor).
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._sync = SyncRunner(node.threads, node.runaways, self._finish_batch)
+        self._sync = SyncRunner(
+            node.threads, node.runaways, self._finish_batch, self._started_by_threads
+        )
         self._idle = asyncio.Event()
         self._idle.set()
         self._async_workers: dict[type[Worker], bool] = {}
@@ -93,6 +98,34 @@ class Producer(ClaimAhead):
         self._task: asyncio.Task[None] | None = None
         self._unknown_checked = 0.0
         self._unknown_logged: set[str] = set()
+
+    @property
+    def paused(self) -> bool:
+        """True while the queue is paused: nothing starts, jobs claimed ahead go back."""
+        return self._paused
+
+    @paused.setter
+    def paused(self, paused: bool) -> None:
+        self._paused = paused
+        if paused:
+            self._recall()
+
+    @property
+    def limit(self) -> int:
+        """How many jobs of this queue may run at once on this node."""
+        return self._limit
+
+    @limit.setter
+    def limit(self, limit: int) -> None:
+        self._limit = limit
+        # Threads trade a finished job for a standby one: a lower limit needs the loop.
+        self._recall()
+
+    def _recall(self) -> None:
+        """Take the standby jobs back to the front of _ready (threads start no more of them)."""
+        recalled = self._sync.recall()
+        if recalled:
+            self._ready[:0] = recalled
 
     def wake(self) -> None:
         """Look for work now instead of at the next poll."""
@@ -125,7 +158,7 @@ class Producer(ClaimAhead):
             self._wake.clear()
             if self._stopping:
                 break
-            if self._ready:
+            if self._ready or self._sync.standby:
                 await self._hand_back_if_stuck()
             if self.paused or not self._should_claim() or self._blocked_until > time.monotonic():
                 continue
@@ -151,7 +184,7 @@ class Producer(ClaimAhead):
                 # the next poll or when one of ours finishes, not at every wake-up.
                 self._blocked_until = time.monotonic() + poll
             if jobs:
-                if not self._ready:
+                if not self._ready and not self._sync.standby:
                     self._ready_at = asyncio.get_running_loop().time()
                 self._ready.extend(jobs)
                 self._start_ready()
@@ -189,14 +222,55 @@ class Producer(ClaimAhead):
         return claimed
 
     def _start_ready(self) -> None:
-        """Start waiting jobs in the free slots (unless paused: those go back to the queue)."""
-        free = self.limit - len(self.running)
-        if free <= 0 or not self._ready or self.paused:
+        """Start waiting jobs in the free slots (unless paused: those go back to the queue).
+
+        Standby jobs first (they were claimed first); the sync jobs still
+        waiting then go on standby, for threads to start as bodies finish.
+        """
+        if self.paused:
             return
-        starting, self._ready = self._ready[:free], self._ready[free:]
-        if self._ready:
-            self._ready_at = asyncio.get_running_loop().time()
-        self._dispatch(starting)
+        free = self.limit - len(self.running)
+        if free > 0 and (self._ready or self._sync.standby):
+            starting = self._sync.recall(free)
+            if len(starting) < free:
+                more = free - len(starting)
+                starting += self._ready[:more]
+                self._ready = self._ready[more:]
+            if starting:
+                if self._ready or self._sync.standby:
+                    self._ready_at = asyncio.get_running_loop().time()
+                self._dispatch(starting)
+        self._offer_standby()
+
+    def _offer_standby(self) -> None:
+        """Put the ``def`` jobs at the front of _ready on the sync runner's standby."""
+        if not self._ready or self._stopping:
+            return
+        if self._processes:
+            return  # the process executor runs them: no thread may start one
+        offer: list[tuple[Job, type[Worker]]] = []
+        for job in self._ready:
+            worker_cls = self.node.registry.get(job.worker)
+            if worker_cls is None or self._is_async(worker_cls):
+                break  # the loop starts it; those behind it wait their turn
+            offer.append((job, worker_cls))
+        if offer:
+            self._ready = self._ready[len(offer) :]
+            self._sync.offer(offer, self.id)
+
+    def _is_async(self, worker_cls: type[Worker]) -> bool:
+        is_async = self._async_workers.get(worker_cls)
+        if is_async is None:
+            is_async = self._async_workers[worker_cls] = worker_cls.is_async()
+        return is_async
+
+    def _started_by_threads(self, started: list[tuple[Job, float]]) -> None:
+        """Count standby jobs that threads started as running (on the loop, before outcomes)."""
+        for job, at in started:
+            self.running[job.id] = job
+            self._dispatched[job.id] = at  # time.monotonic, the loop's clock too
+        self._idle.clear()
+        self._ready_at = asyncio.get_running_loop().time()  # the waiting jobs moved
 
     def _dispatch(self, jobs: Sequence[Job]) -> None:
         registry = self.node.registry
@@ -209,10 +283,7 @@ class Producer(ClaimAhead):
             worker_cls = registry.get(job.worker)
             assert worker_cls is not None, "fetch returns registered workers only"
             self.running[job.id] = job
-            is_async = self._async_workers.get(worker_cls)
-            if is_async is None:
-                is_async = self._async_workers[worker_cls] = worker_cls.is_async()
-            if processes is None and not is_async:
+            if processes is None and not self._is_async(worker_cls):
                 # The hot path: a pool thread runs and classifies it; no task, no future.
                 sync.append((job, worker_cls))
             else:
@@ -257,6 +328,8 @@ class Producer(ClaimAhead):
         ``cancelled``); a sync body sees ``job.cancelled()`` turn true and its
         late ack is stale.
         """
+        if job_id in self._sync.standby_ids():
+            self._recall()  # to _ready, where it is taken out below
         job, task = self.running.get(job_id), self._tasks.get(job_id)
         if job is None:
             waiting = [ready for ready in self._ready if ready.id != job_id]
@@ -309,6 +382,7 @@ class Producer(ClaimAhead):
         Returns the ids of jobs that did not finish; the node hands them back.
         """
         self._stopping = True
+        self._recall()  # threads start no more standby jobs; they are handed back below
         self._wake.set()
         for timer in (self._poll_timer, self._hold_timer):
             if timer is not None:
