@@ -82,6 +82,9 @@ class Producer(ClaimAhead):
         self._idle = asyncio.Event()
         self._idle.set()
         self._async_workers: dict[type[Worker], bool] = {}
+        #: By name: the worker if its jobs run on pool threads (they may wait on
+        #: standby), None if on the loop.
+        self._thread_workers: dict[str, type[Worker] | None] = {}
         #: Jobs claimed, and claims that returned any, since start (claim sizes: fetched / claims).
         self.fetched = 0
         self.claims = 0
@@ -231,7 +234,7 @@ class Producer(ClaimAhead):
             return
         free = self.limit - len(self.running)
         if free > 0 and (self._ready or self._sync.standby):
-            starting = self._sync.recall(free)
+            starting = self._sync.recall(free) if self._sync.standby else []
             if len(starting) < free:
                 more = free - len(starting)
                 starting += self._ready[:more]
@@ -249,9 +252,17 @@ class Producer(ClaimAhead):
         if self._processes:
             return  # the process executor runs them: no thread may start one
         offer: list[tuple[Job, type[Worker]]] = []
+        threaded = self._thread_workers
         for job in self._ready:
-            worker_cls = self.node.registry.get(job.worker)
-            if worker_cls is None or self._is_async(worker_cls):
+            if job.worker in threaded:
+                worker_cls = threaded[job.worker]
+            else:
+                worker_cls = self.node.registry.get(job.worker)
+                if worker_cls is not None:  # claims return registered workers only
+                    if self._is_async(worker_cls):
+                        worker_cls = None
+                    threaded[job.worker] = worker_cls
+            if worker_cls is None:
                 break  # the loop starts it; those behind it wait their turn
             offer.append((job, worker_cls))
         if offer:
