@@ -230,29 +230,37 @@ class Producer(ClaimAhead):
         Standby jobs first (they were claimed first); the sync jobs still
         waiting then go on standby, for threads to start as bodies finish.
         """
-        if self.paused:
+        # On the path of every finished async job: attributes, not properties.
+        if self._paused:
             return
-        free = self.limit - len(self.running)
-        if free > 0 and (self._ready or self._sync.standby):
-            starting = self._sync.recall(free) if self._sync.standby else []
+        sync = self._sync
+        standby = sync.standby
+        free = self._limit - len(self.running)
+        if free > 0 and (self._ready or standby):
+            starting = sync.recall(free) if standby else []
             if len(starting) < free:
                 more = free - len(starting)
                 starting += self._ready[:more]
                 self._ready = self._ready[more:]
             if starting:
-                if self._ready or self._sync.standby:
+                if self._ready or sync.standby:
                     self._ready_at = asyncio.get_running_loop().time()
                 self._dispatch(starting)
-        self._offer_standby()
+        ready = self._ready
+        # The process executor runs its jobs: no pool thread may start one. Nor
+        # does one start a job the loop runs (the common async case).
+        if (
+            ready
+            and not self._stopping
+            and not self._processes
+            and self._thread_workers.get(ready[0].worker, Worker) is not None
+        ):
+            self._offer_standby()
 
     def _offer_standby(self) -> None:
         """Put the ``def`` jobs at the front of _ready on the sync runner's standby."""
-        if not self._ready or self._stopping:
-            return
-        if self._processes:
-            return  # the process executor runs them: no thread may start one
-        offer: list[tuple[Job, type[Worker]]] = []
         threaded = self._thread_workers
+        offer: list[tuple[Job, type[Worker]]] = []
         for job in self._ready:
             if job.worker in threaded:
                 worker_cls = threaded[job.worker]
@@ -294,7 +302,10 @@ class Producer(ClaimAhead):
             worker_cls = registry.get(job.worker)
             assert worker_cls is not None, "fetch returns registered workers only"
             self.running[job.id] = job
-            if processes is None and not self._is_async(worker_cls):
+            is_async = self._async_workers.get(worker_cls)
+            if is_async is None:
+                is_async = self._is_async(worker_cls)
+            if processes is None and not is_async:
                 # The hot path: a pool thread runs and classifies it; no task, no future.
                 sync.append((job, worker_cls))
             else:
