@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -29,6 +30,15 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, every: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {predicate}")
         time.sleep(every)
+
+
+async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll ``predicate`` on the running loop (yielding to it between tries) until truthy."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.005)
 
 
 @contextmanager

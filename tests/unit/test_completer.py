@@ -8,8 +8,9 @@ flush later, never earlier.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+
+from tests.support import until
 
 from errands.engines.base import Ack
 from errands.job import JobState
@@ -29,15 +30,6 @@ class Recorder:
     async def __call__(self, acks: Sequence[Ack]) -> int:
         self.calls.append((asyncio.get_running_loop().time(), [a.id for a in acks]))
         return len(acks)
-
-
-async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` on the loop until it is truthy."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.005)
 
 
 def test_acks_wait_for_the_interval_then_go_in_one_batch() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
-from tests.support import wait_for
+from tests.support import until, wait_for
 
 import errands
 from errands.engines.base import Ack
@@ -56,15 +56,6 @@ def make_job(
         max_attempts=max_attempts,
         timeout=timeout,
     )
-
-
-async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` on the loop (yielding to it between tries) until it is truthy."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.005)
 
 
 class Harness:
@@ -704,6 +695,12 @@ class StandbyHarness(Harness):
         self.started: list[int] = []
         self.runner = SyncRunner(threads, self.runaways, self._deliver, self._on_started)
 
+    def one_then_standby(self, waiting: Job) -> None:
+        """On the loop: start job 1 (it returns at once), with ``waiting`` on standby behind it."""
+        self.loop_thread = threading.get_ident()
+        self.runner.submit_many([(make_job(1, worker="t.blocking"), Blocking)], PRODUCER)
+        self.runner.offer([(waiting, Blocking)], PRODUCER)
+
     def _on_started(self, started: list[tuple[Job, float]]) -> None:
         assert threading.get_ident() == self.loop_thread
         delivered = {job.id for job, _ in self.outcomes}
@@ -713,11 +710,18 @@ class StandbyHarness(Harness):
             self.started.append(job.id)
 
 
-def test_standby_jobs_start_in_freed_slots_never_more_at_once() -> None:
+@pytest.fixture
+def standby(threads: JobThreads) -> Iterator[StandbyHarness]:
+    """A harness that records ``on_started`` too; ``Blocking``'s gate is opened afterwards."""
+    Blocking.gate, Blocking.first_takes = threading.Event(), 0.0
+    yield StandbyHarness(threads)
+    Blocking.gate.set()
+
+
+def test_standby_jobs_start_in_freed_slots_never_more_at_once(standby: StandbyHarness) -> None:
     Counted.now = Counted.most = 0
     Counted.sleep = 0.002
-    pool = JobThreads(name="test-standby")
-    harness = StandbyHarness(pool)
+    harness = standby
 
     async def main() -> None:
         harness.loop_thread = threading.get_ident()
@@ -727,10 +731,7 @@ def test_standby_jobs_start_in_freed_slots_never_more_at_once() -> None:
         assert harness.runner.standby == 20
         await until(lambda: len(harness.outcomes) == 22)
 
-    try:
-        asyncio.run(main())
-    finally:
-        pool.shutdown(wait=False)
+    asyncio.run(main())
     assert sorted(harness.acks()) == list(range(1, 23))
     assert sorted(harness.started) == list(range(3, 23))
     assert Counted.most <= 2, "threads started more standby jobs than bodies they finished"
@@ -738,16 +739,14 @@ def test_standby_jobs_start_in_freed_slots_never_more_at_once() -> None:
     assert harness.runner.running == 0
 
 
-def test_recall_takes_back_the_standby_jobs_no_thread_started() -> None:
-    Blocking.gate, Blocking.first_takes = threading.Event(), 0.0
-    pool = JobThreads(name="test-recall")
-    harness = StandbyHarness(pool)
+def test_recall_takes_back_the_standby_jobs_no_thread_started(standby: StandbyHarness) -> None:
+    harness = standby
 
     async def main() -> list[int]:
         harness.loop_thread = threading.get_ident()
         harness.runner.submit_many([(make_job(2, worker="t.blocking"), Blocking)], PRODUCER)
-        standby = [(make_job(i, worker="t.blocking"), Blocking) for i in (10, 11, 12)]
-        harness.runner.offer(standby, PRODUCER)
+        waiting = [(make_job(i, worker="t.blocking"), Blocking) for i in (10, 11, 12)]
+        harness.runner.offer(waiting, PRODUCER)
         assert harness.runner.standby_ids() == [10, 11, 12]
         first = [job.id for job in harness.runner.recall(1)]
         rest = [job.id for job in harness.runner.recall()]
@@ -756,22 +755,15 @@ def test_recall_takes_back_the_standby_jobs_no_thread_started() -> None:
         await asyncio.sleep(0.05)
         return first + rest
 
-    try:
-        assert asyncio.run(main()) == [10, 11, 12]
-    finally:
-        Blocking.gate.set()
-        pool.shutdown(wait=False)
+    assert asyncio.run(main()) == [10, 11, 12]
     assert [job.id for job, _ in harness.outcomes] == [2]
     assert harness.started == []
 
 
-def test_a_thread_with_no_finished_body_starts_no_standby_job(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_thread_with_no_finished_body_starts_no_standby_job(standby: StandbyHarness) -> None:
     """The spread gives a waiting body a thread; if another took the body meanwhile, that
     thread freed no slot, and must not start a standby job in one."""
-    pool = JobThreads(name="test-no-free-slot")
-    harness = StandbyHarness(pool)
+    harness = standby
     spread_ran = threading.Event()
 
     async def main() -> None:
@@ -779,22 +771,19 @@ def test_a_thread_with_no_finished_body_starts_no_standby_job(
         harness.runner.offer([(make_job(5, worker="t.double", args={"n": 1}), Double)], PRODUCER)
         work: collections.deque[Any] = collections.deque()
         # A spread thread's first look: the deque is empty, as if another thread took it.
-        pool.run(harness.runner._drain, work)
-        pool.run(spread_ran.set)
+        harness.threads.run(harness.runner._drain, work)
+        harness.threads.run(spread_ran.set)
         await asyncio.to_thread(spread_ran.wait, 5)
         await asyncio.sleep(0.05)
 
     asyncio.run(main())
-    pool.shutdown(wait=False)
     assert harness.runner.standby == 1
     assert harness.started == [] and harness.outcomes == []
 
 
-def test_a_runaway_that_returns_frees_no_slot_for_a_standby_job() -> None:
+def test_a_runaway_that_returns_frees_no_slot_for_a_standby_job(standby: StandbyHarness) -> None:
     """Its timeout already freed the slot (the loop filled it): it must not start another."""
-    Blocking.gate, Blocking.first_takes = threading.Event(), 0.0
-    pool = JobThreads(name="test-runaway-standby")
-    harness = StandbyHarness(pool)
+    harness = standby
 
     async def main() -> None:
         harness.loop_thread = threading.get_ident()
@@ -806,35 +795,24 @@ def test_a_runaway_that_returns_frees_no_slot_for_a_standby_job() -> None:
         await until(lambda: harness.runaways.count == 0)
         await asyncio.sleep(0.05)
 
-    try:
-        asyncio.run(main())
-    finally:
-        Blocking.gate.set()
-        pool.shutdown(wait=False)
+    asyncio.run(main())
     assert harness.runner.standby == 1
     assert harness.started == []
 
 
-def test_a_standby_job_past_its_timeout_fails_and_counts_as_a_runaway() -> None:
-    Blocking.gate, Blocking.first_takes = threading.Event(), 0.0
-    pool = JobThreads(name="test-standby-timeout")
-    harness = StandbyHarness(pool)
+def test_a_standby_job_past_its_timeout_fails_and_counts_as_a_runaway(
+    standby: StandbyHarness,
+) -> None:
+    harness = standby
 
     async def main() -> None:
-        harness.loop_thread = threading.get_ident()
-        harness.runner.submit_many([(make_job(1, worker="t.blocking"), Blocking)], PRODUCER)
-        slow = make_job(2, worker="t.blocking", timeout=0.1, max_attempts=2)
-        harness.runner.offer([(slow, Blocking)], PRODUCER)
+        harness.one_then_standby(make_job(2, worker="t.blocking", timeout=0.1, max_attempts=2))
         await until(lambda: len(harness.outcomes) == 2)
         assert harness.runaways.count == 1
         Blocking.gate.set()
         await until(lambda: harness.runaways.count == 0)
 
-    try:
-        asyncio.run(main())
-    finally:
-        Blocking.gate.set()
-        pool.shutdown(wait=False)
+    asyncio.run(main())
     acks = harness.acks()
     assert acks[1].state is JobState.COMPLETED
     assert acks[2].state is JobState.RETRYABLE
@@ -842,26 +820,20 @@ def test_a_standby_job_past_its_timeout_fails_and_counts_as_a_runaway() -> None:
     assert harness.started == [2]
 
 
-def test_outcomes_before_a_slow_standby_job_are_delivered_while_it_runs() -> None:
-    Blocking.gate, Blocking.first_takes = threading.Event(), 0.0
-    pool = JobThreads(name="test-standby-announce")
-    harness = StandbyHarness(pool)
+def test_outcomes_before_a_slow_standby_job_are_delivered_while_it_runs(
+    standby: StandbyHarness,
+) -> None:
+    harness = standby
 
     async def main() -> None:
-        harness.loop_thread = threading.get_ident()
-        harness.runner.submit_many([(make_job(1, worker="t.blocking"), Blocking)], PRODUCER)
-        harness.runner.offer([(make_job(2, worker="t.blocking"), Blocking)], PRODUCER)
+        harness.one_then_standby(make_job(2, worker="t.blocking"))
         await until(lambda: len(harness.outcomes) == 1)
         assert not Blocking.gate.is_set()  # job 2 still blocks the thread
         assert harness.started == [2]
         Blocking.gate.set()
         await until(lambda: len(harness.outcomes) == 2)
 
-    try:
-        asyncio.run(main())
-    finally:
-        Blocking.gate.set()
-        pool.shutdown(wait=False)
+    asyncio.run(main())
     assert [job.id for job, _ in harness.outcomes] == [1, 2]
 
 
