@@ -29,8 +29,9 @@ one lock, so exactly one of the two outcomes is delivered.
 
 Example::
 
-    runner = SyncRunner(threads, runaways, deliver=producer.finish)
-    runner.submit(job, worker_cls, producer_id)    # on the event loop
+    runner = SyncRunner(threads, runaways, deliver=finished, on_started=started)
+    runner.submit_many([(job, worker_cls)], producer_id)   # on the event loop
+    runner.offer([(next_job, worker_cls)], producer_id)    # a thread starts it in a freed slot
 """
 
 from __future__ import annotations
@@ -85,7 +86,11 @@ def _take_first(work: deque[_Item]) -> _Item | None:
 
 
 class SyncRunner:
-    """Runs sync bodies on ``threads``; calls ``deliver`` on the loop with finished batches."""
+    """Runs sync bodies on ``threads``; calls ``deliver`` on the loop with finished batches.
+
+    ``on_started`` (optional) hears, on the loop and before their outcomes,
+    which standby jobs (see :meth:`offer`) threads started.
+    """
 
     def __init__(
         self,
