@@ -81,10 +81,9 @@ class Producer(ClaimAhead):
         )
         self._idle = asyncio.Event()
         self._idle.set()
-        self._async_workers: dict[type[Worker], bool] = {}
-        #: By name: the worker if its jobs run on pool threads (they may wait on
-        #: standby), None if on the loop.
-        self._thread_workers: dict[str, type[Worker] | None] = {}
+        #: By name: the worker of claimed jobs, and whether its body is async (runs
+        #: on the loop) or not (on a pool thread, and may wait on standby).
+        self._workers: dict[str, tuple[type[Worker], bool]] = {}
         #: Jobs claimed, and claims that returned any, since start (claim sizes: fetched / claims).
         self.fetched = 0
         self.claims = 0
@@ -246,42 +245,29 @@ class Producer(ClaimAhead):
                 if self._ready or sync.standby:
                     self._ready_at = asyncio.get_running_loop().time()
                 self._dispatch(starting)
-        ready = self._ready
-        # The process executor runs its jobs: no pool thread may start one. Nor
-        # does one start a job the loop runs (the common async case).
-        if (
-            ready
-            and not self._stopping
-            and not self._processes
-            and self._thread_workers.get(ready[0].worker, Worker) is not None
-        ):
+        # The process executor runs its jobs: no pool thread may start one.
+        if self._ready and not self._stopping and not self._processes:
             self._offer_standby()
 
     def _offer_standby(self) -> None:
         """Put the ``def`` jobs at the front of _ready on the sync runner's standby."""
-        threaded = self._thread_workers
+        workers = self._workers
         offer: list[tuple[Job, type[Worker]]] = []
         for job in self._ready:
-            if job.worker in threaded:
-                worker_cls = threaded[job.worker]
-            else:
-                worker_cls = self.node.registry.get(job.worker)
-                if worker_cls is not None:  # claims return registered workers only
-                    if self._is_async(worker_cls):
-                        worker_cls = None
-                    threaded[job.worker] = worker_cls
-            if worker_cls is None:
+            worker_cls, is_async = workers.get(job.worker) or self._resolve(job.worker)
+            if is_async:
                 break  # the loop starts it; those behind it wait their turn
             offer.append((job, worker_cls))
         if offer:
             self._ready = self._ready[len(offer) :]
             self._sync.offer(offer, self.id)
 
-    def _is_async(self, worker_cls: type[Worker]) -> bool:
-        is_async = self._async_workers.get(worker_cls)
-        if is_async is None:
-            is_async = self._async_workers[worker_cls] = worker_cls.is_async()
-        return is_async
+    def _resolve(self, name: str) -> tuple[type[Worker], bool]:
+        """The worker of claimed jobs named ``name``, and whether its body is async."""
+        worker_cls = self.node.registry.get(name)
+        assert worker_cls is not None, "fetch returns registered workers only"
+        entry = self._workers[name] = (worker_cls, worker_cls.is_async())
+        return entry
 
     def _started_by_threads(self, started: list[tuple[Job, float]]) -> None:
         """Count standby jobs that threads started as running (on the loop, before outcomes)."""
@@ -292,19 +278,15 @@ class Producer(ClaimAhead):
         self._ready_at = asyncio.get_running_loop().time()  # the waiting jobs moved
 
     def _dispatch(self, jobs: Sequence[Job]) -> None:
-        registry = self.node.registry
+        workers = self._workers
         processes = pool_for(self.node.process_pools, self.node.app, self.queue)
         self._idle.clear()
         sync: list[tuple[Job, type[Worker]]] = []
         now = asyncio.get_running_loop().time()
         for job in jobs:
             self._dispatched[job.id] = now
-            worker_cls = registry.get(job.worker)
-            assert worker_cls is not None, "fetch returns registered workers only"
+            worker_cls, is_async = workers.get(job.worker) or self._resolve(job.worker)
             self.running[job.id] = job
-            is_async = self._async_workers.get(worker_cls)
-            if is_async is None:
-                is_async = self._is_async(worker_cls)
             if processes is None and not is_async:
                 # The hot path: a pool thread runs and classifies it; no task, no future.
                 sync.append((job, worker_cls))
