@@ -94,7 +94,9 @@ async def _work(
         # for; a signal meanwhile stops the worker as if it had run no job.
         # Under --processes N, the supervisor learns this child has started right
         # before its first claim, so a job that kills the process is a crash.
-        node = await start_when_reachable(lambda: app._start(queues, ready.report), stop)
+        node = await start_when_reachable(
+            lambda: app._start(queues, ready.report, grace=grace), stop
+        )
         if node is None:
             return Counter()
         limits = ", ".join(f"{name}({c.limit})" for name, c in node.queue_configs.items())

@@ -57,12 +57,18 @@ class Lifecycle:
         return await self._start(queues)
 
     async def _start(
-        self, queues: list[str] | None, on_ready: Callable[[], object] | None = None
+        self,
+        queues: list[str] | None,
+        on_ready: Callable[[], object] | None = None,
+        *,
+        grace: float | None = None,
     ) -> Node:
         """:meth:`start`, calling ``on_ready`` right before the node claims its first job.
 
         By then the schema is checked and the queues loaded. ``errands worker``
-        tells its supervisor (see :mod:`errands.runtime.ready`).
+        tells its supervisor (see :mod:`errands.runtime.ready`). ``grace``: the
+        seconds jobs get if the start is cancelled (None: the app's
+        ``grace_period``), as :meth:`stop` would give them after a full start.
 
         Example: ``node = await app._start(None, on_ready=lambda: print("claiming"))``
         """
@@ -77,7 +83,7 @@ class Lifecycle:
             # Stopped (SIGTERM) mid-start: its producers may already run jobs, which
             # get the grace period as after a full start, not abandoned to the lifeline.
             self._node = None
-            await node.stop()
+            await node.stop(grace)
             raise
         except BaseException:
             self._node = None

@@ -64,3 +64,49 @@ def test_a_job_started_during_a_cancelled_start_gets_its_grace(
     assert stored.state is JobState.COMPLETED, stored
     assert stored.result == "sent" and stored.attempt == 1
     assert app.node is None
+
+
+def test_a_cancelled_start_gives_running_jobs_the_grace_it_was_given(
+    make_app: Callable[..., errands.App],
+    arun: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``errands worker --grace 0.5``, stopped mid-start, waits 0.5 s, not the app's 30."""
+    app = make_app(grace_period=30)
+    running = threading.Event()
+    finish = threading.Event()
+    start_may_go_on = threading.Event()
+
+    @app.job()
+    def stuck() -> None:
+        running.set()
+        finish.wait(30)
+
+    job = stuck.enqueue()
+    original_start = Heartbeat.start
+
+    def slow_start(self: Heartbeat) -> None:
+        start_may_go_on.wait(20)
+        original_start(self)
+
+    monkeypatch.setattr(Heartbeat, "start", slow_start)
+
+    async def main() -> float:
+        starting = asyncio.create_task(app._start(None, grace=0.2))
+        assert await asyncio.to_thread(running.wait, 20), "the job never started"
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        starting.cancel()
+        start_may_go_on.set()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        return loop.time() - began
+
+    try:
+        took = arun(main())
+    finally:
+        finish.set()
+    assert took < 10, f"the cancelled start waited {took:.1f}s for a stuck job"
+    stored = app.get_job(job.id)
+    assert stored is not None and stored.state is JobState.EXECUTING  # left for the lifeline
+    assert app.node is None
