@@ -20,15 +20,32 @@ from errands import JobState
 from errands.runtime.heartbeat import Heartbeat
 
 
+@pytest.fixture
+def start_may_go_on(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Holds the heartbeat's start until set.
+
+    The heartbeat starts after the producers: held, as a slow round trip would
+    hold it, the stop arrives while a job runs and start() has not returned.
+    """
+    go_on = threading.Event()
+    original_start = Heartbeat.start
+
+    def slow_start(self: Heartbeat) -> None:
+        go_on.wait(20)
+        original_start(self)
+
+    monkeypatch.setattr(Heartbeat, "start", slow_start)
+    return go_on
+
+
 def test_a_job_started_during_a_cancelled_start_gets_its_grace(
     make_app: Callable[..., errands.App],
     arun: Callable[..., Any],
-    monkeypatch: pytest.MonkeyPatch,
+    start_may_go_on: threading.Event,
 ) -> None:
     app = make_app(grace_period=10)
     running = threading.Event()
     finish = threading.Event()
-    start_may_go_on = threading.Event()
 
     @app.job()
     def report() -> str:
@@ -37,16 +54,6 @@ def test_a_job_started_during_a_cancelled_start_gets_its_grace(
         return "sent"
 
     job = report.enqueue()
-
-    # The heartbeat starts after the producers: hold it, as a slow round trip
-    # would, so that the stop arrives while the job runs and start() has not returned.
-    original_start = Heartbeat.start
-
-    def slow_start(self: Heartbeat) -> None:
-        start_may_go_on.wait(20)
-        original_start(self)
-
-    monkeypatch.setattr(Heartbeat, "start", slow_start)
 
     async def main() -> None:
         starting = asyncio.create_task(app.start())
@@ -69,13 +76,12 @@ def test_a_job_started_during_a_cancelled_start_gets_its_grace(
 def test_a_cancelled_start_gives_running_jobs_the_grace_it_was_given(
     make_app: Callable[..., errands.App],
     arun: Callable[..., Any],
-    monkeypatch: pytest.MonkeyPatch,
+    start_may_go_on: threading.Event,
 ) -> None:
     """``errands worker --grace 0.5``, stopped mid-start, waits 0.5 s, not the app's 30."""
     app = make_app(grace_period=30)
     running = threading.Event()
     finish = threading.Event()
-    start_may_go_on = threading.Event()
 
     @app.job()
     def stuck() -> None:
@@ -83,13 +89,6 @@ def test_a_cancelled_start_gives_running_jobs_the_grace_it_was_given(
         finish.wait(30)
 
     job = stuck.enqueue()
-    original_start = Heartbeat.start
-
-    def slow_start(self: Heartbeat) -> None:
-        start_may_go_on.wait(20)
-        original_start(self)
-
-    monkeypatch.setattr(Heartbeat, "start", slow_start)
 
     async def main() -> float:
         starting = asyncio.create_task(app._start(None, grace=0.2))
