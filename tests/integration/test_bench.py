@@ -14,7 +14,7 @@ import pytest
 from errands.bench.calibrate import calibrate
 from errands.bench.jobs import BENCH_QUEUE, bench_app
 from errands.bench.statements import count_statements
-from errands.bench.workloads import Target, drain
+from errands.bench.workloads import Target, drain, enqueue
 from errands.engines.base import Ack
 from errands.job import JobState
 from tests.support import POSTGRES_URL, postgres_schema
@@ -72,6 +72,40 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     # The two-process target is a ratio, measured against one process in the same run.
     speedup = figures[("drain c=10 x2 processes", "speedup_vs_one_process")]
     assert len(speedup["runs"]) == 1 and 0.1 < speedup["median"] < 4, speedup
+    two = {
+        name: figure["median"]
+        for (workload, name), figure in figures.items()
+        if workload == "drain c=10 x2 processes"
+    }
+    # Where the machine's cores would cap two processes, and how near they came.
+    ceiling = env["cores"] * 1e6 / two["host_cpu_us_per_job"]
+    assert two["cpu_ceiling_jobs_s"] == pytest.approx(ceiling)
+    assert two["of_cpu_ceiling"] == pytest.approx(two["jobs_s"] / ceiling)
+    assert two["jobs_s"] / two["one_process_jobs_s"] == pytest.approx(two["speedup_vs_one_process"])
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_enqueue_measures_the_bare_insert_beside_errands(engine: str, tmp_path: Path) -> None:
+    if engine == "sqlite":
+        target = Target.sqlite(str(tmp_path / "bench.db"))
+        figures = enqueue(target, single=200, many=300)
+        app = bench_app(target.url, None)
+    else:
+        with postgres_schema() as schema:
+            target = Target.postgres(POSTGRES_URL, schema)
+            figures = enqueue(target, single=200, many=300)
+            app = bench_app(target.url, schema)
+            counts = app.engine.queue_counts()
+            app.close()
+    if engine == "sqlite":
+        counts = app.engine.queue_counts()
+        app.close()
+    single, bare = figures["enqueue_single_jobs_s"], figures["enqueue_single_bare_insert_s"]
+    assert single > 0 and bare > 0 and figures["enqueue_many_jobs_s"] > 0
+    assert figures["enqueue_single_vs_bare_insert"] == pytest.approx(single / bare)
+    # Both really inserted: the warm-ups, 200 enqueues, 200 bare rows and the batch.
+    assert counts[BENCH_QUEUE]["available"] == 1 + 200 + 300
+    assert counts["bare"]["available"] == 1 + 200
 
 
 def test_calibration_times_a_postgres_round_trip() -> None:

@@ -53,10 +53,23 @@ def _two_processes(target: Target, jobs: int) -> dict[str, float]:
     shared host the speed drifts between workloads run minutes apart, far less
     between two drains run seconds apart. ``speedup_vs_one_process`` is then
     the median of the per-run ratios.
+
+    A second process helps only while the machine has CPU to spare, so the run
+    also says where the machine's ceiling is: ``cpu_ceiling_jobs_s``, the rate
+    at which the two processes and the database together would keep every core
+    busy at the CPU per job they spent, and ``of_cpu_ceiling``, how much of it
+    they reached (near 1: the cores, not errands, set the speed).
     """
     one = drain(target, jobs=jobs, concurrency=10)
     two = drain(target, jobs=jobs, concurrency=10, processes=2)
-    return {**two, "speedup_vs_one_process": two["jobs_s"] / one["jobs_s"]}
+    ceiling = (os.cpu_count() or 1) * 1e6 / two["host_cpu_us_per_job"]
+    return {
+        **two,
+        "one_process_jobs_s": one["jobs_s"],
+        "speedup_vs_one_process": two["jobs_s"] / one["jobs_s"],
+        "cpu_ceiling_jobs_s": ceiling,
+        "of_cpu_ceiling": two["jobs_s"] / ceiling,
+    }
 
 
 WORKLOADS = [

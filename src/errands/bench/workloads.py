@@ -1,7 +1,8 @@
 """The benchmark workloads, each on a fresh database, each returning one run's figures.
 
-- ``enqueue``: single ``enqueue`` calls (each its own transaction) and one
-  ``enqueue_many`` batch — jobs/s.
+- ``enqueue``: single ``enqueue`` calls (each its own transaction), beside as
+  many bare one-row inserts from the driver (the database's own commit rate),
+  and one ``enqueue_many`` batch — jobs/s.
 - ``drain``: pre-inserted no-op jobs, worker process(es) at a concurrency —
   jobs/s from first start to last recorded outcome, peak RSS, engine calls/job
   and SQL statements/job (counted at the driver: see ``errands.bench.statements``);
@@ -22,10 +23,12 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,22 +78,78 @@ class Target:
         return env
 
 
+def _bare_insert(target: Target) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """One plain single-row ``INSERT`` per call on the driver's own connection, autocommit.
+
+    The database's own durable one-row commit, with nothing of errands in the
+    way: same table, same indexes, same commit settings (PostgreSQL's
+    ``synchronous_commit``, SQLite's WAL with ``synchronous=NORMAL``). Returns
+    the insert and a close.
+    """
+    if target.engine == "postgres":
+        import psycopg
+
+        conn = psycopg.connect(target.url, autocommit=True)
+        statement = (
+            f'INSERT INTO "{target.schema}".errands_jobs (queue, worker, args) '
+            "VALUES (%s, %s, %s::jsonb)"
+        )
+
+        def insert(i: int) -> None:
+            conn.execute(statement, ("bare", "bench.noop", f'{{"i": {i}}}'), prepare=True)
+
+        return insert, conn.close
+    lite = sqlite3.connect(target.url.removeprefix("sqlite:///"), isolation_level=None)
+    lite.execute("PRAGMA synchronous=NORMAL")
+
+    def insert_lite(i: int) -> None:
+        lite.execute(
+            "INSERT INTO errands_jobs (queue, worker, args, inserted_at, scheduled_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            ("bare", "bench.noop", f'{{"i": {i}}}', now := time.time(), now),
+        )
+
+    return insert_lite, lite.close
+
+
 def enqueue(target: Target, *, single: int = 5_000, many: int = 20_000) -> dict[str, float]:
-    """Jobs/s for ``single`` one-job transactions and one ``enqueue_many`` of ``many``."""
+    """Jobs/s for ``single`` one-job transactions and one ``enqueue_many`` of ``many``.
+
+    Beside the single enqueues, as many bare one-row inserts (:func:`_bare_insert`),
+    in alternating blocks so both meet the same machine: a single enqueue is one
+    commit, and ``enqueue_single_vs_bare_insert`` says how much of the
+    database's own commit rate errands keeps.
+    """
     target.reset()
     app = bench_app(target.url, target.schema)
     noop = app.registry.resolve("bench.noop")
     app.enqueue(noop, {"i": -1})  # connect and warm up outside the clock
-    started = time.perf_counter()
-    for i in range(single):
-        app.enqueue(noop, {"i": i})
-    single_rate = single / (time.perf_counter() - started)
+    bare, close_bare = _bare_insert(target)
+    bare(-1)
+    blocks = 5
+    spent = {"errands": 0.0, "bare": 0.0}
+    for block in range(blocks):
+        numbers = range(block * single // blocks, (block + 1) * single // blocks)
+        started = time.perf_counter()
+        for i in numbers:
+            app.enqueue(noop, {"i": i})
+        spent["errands"] += time.perf_counter() - started
+        started = time.perf_counter()
+        for i in numbers:
+            bare(i)
+        spent["bare"] += time.perf_counter() - started
+    close_bare()
     batch = [app.new_job(noop, {"i": i}) for i in range(many)]
     started = time.perf_counter()
     app.enqueue_many(batch)
     many_rate = many / (time.perf_counter() - started)
     app.close()
-    return {"enqueue_single_jobs_s": single_rate, "enqueue_many_jobs_s": many_rate}
+    return {
+        "enqueue_single_jobs_s": single / spent["errands"],
+        "enqueue_single_bare_insert_s": single / spent["bare"],
+        "enqueue_single_vs_bare_insert": spent["bare"] / spent["errands"],
+        "enqueue_many_jobs_s": many_rate,
+    }
 
 
 def _run_children(target: Target, processes: int, env: dict[str, str]) -> list[dict[str, Any]]:
