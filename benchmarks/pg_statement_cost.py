@@ -1,0 +1,214 @@
+"""What a single enqueue and a drained job cost PostgreSQL, against the least they could.
+
+Two probes, each the median of interleaved rounds so both sides meet the same
+moment of a noisy host:
+
+- ``insert``: wall µs per one-row autocommit insert — a bare three-column
+  ``INSERT``; the same with a ``pg_notify`` (what waking idle workers costs);
+  errands' ``insert_one.sql`` on a connection of its own; the engine's insert
+  on a held connection (errands without the pool); and ``app.enqueue``.
+- ``drain``: the server's CPU µs per job to claim jobs 50 at a time and record
+  them completed — the least a claim and a completion can be (``UPDATE …
+  RETURNING id`` over ``FOR UPDATE SKIP LOCKED``, then ``UPDATE … FROM
+  unnest``) against the engine's own ``ack_fetch`` (one statement records a
+  batch completed and claims the next, as a busy producer does). The CPU is the
+  backends' own, read from ``/proc``, so the server must run on this machine.
+
+Usage::
+
+    python benchmarks/pg_statement_cost.py insert
+    python benchmarks/pg_statement_cost.py drain --jobs 40000 --pairs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from errands.bench.jobs import BENCH_QUEUE, bench_app
+from errands.engines.base import Ack
+from errands.engines.postgres import PostgresEngine
+from errands.job import JobState
+
+URL = os.environ.get("ERRANDS_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SCHEMA = "errands_statement_cost"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _fresh_app() -> Any:
+    with psycopg.connect(URL, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+    app = bench_app(URL, SCHEMA)
+    app.migrate()
+    return app
+
+
+def _backend_cpu(pids: list[int]) -> float:
+    """CPU seconds the server processes ``pids`` used so far (user + system)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+def _medians(variants: dict[str, Callable[[], object]], rounds: int, per_round: int) -> None:
+    spent: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, call in variants.items():
+            started = time.perf_counter()
+            for _ in range(per_round):
+                call()
+            spent[name].append((time.perf_counter() - started) / per_round * 1e6)
+    for name, values in spent.items():
+        print(f"{name:44s} {statistics.median(values):7.1f} us per insert (wall)")
+
+
+def insert_probe(rounds: int, per_round: int) -> None:
+    """Wall time of one-row commits: bare, with NOTIFY, errands' statement, errands."""
+    app = _fresh_app()
+    noop = app.registry.resolve("bench.noop")
+    app.enqueue(noop, {"i": -1})
+    engine = app.engine
+    assert isinstance(engine, PostgresEngine)
+    own = psycopg.connect(URL, autocommit=True)
+    held = psycopg.connect(URL, autocommit=True)
+    cursor = own.cursor(row_factory=tuple_row)
+    table = f"{SCHEMA}.errands_jobs"
+    bare = f"INSERT INTO {table} (queue, worker, args) VALUES (%s, %s, %s::jsonb)"
+    notifying = bare + " RETURNING pg_notify(%s, %s)"
+    one_params = {
+        "queue": BENCH_QUEUE,
+        "worker": "bench.noop",
+        "args": '{"i": 1}',
+        "meta": "{}",
+        "tags": "[]",
+        "priority": 0,
+        "max_attempts": 20,
+        "timeout": None,
+        "scheduled_at": None,
+        "channel": engine._channel,
+    }
+    insert_one = engine._q("insert_one")
+    job = app.new_job(noop, {"i": 1})
+
+    def one_statement() -> None:
+        cursor.execute(insert_one, one_params)
+        cursor.fetchall()
+
+    _medians(
+        {
+            "bare INSERT": lambda: cursor.execute(bare, ("bare", "x", "{}")),
+            "bare INSERT + pg_notify": lambda: cursor.execute(
+                notifying, ("bare", "x", "{}", engine._channel, BENCH_QUEUE)
+            ),
+            "insert_one.sql alone": one_statement,
+            "engine.insert on a held connection": lambda: engine.insert([job], conn=held),
+            "app.enqueue (pooled connection)": lambda: app.enqueue(noop, {"i": 1}),
+        },
+        rounds,
+        per_round,
+    )
+    own.close()
+    held.close()
+    app.close()
+
+
+LEAST_CLAIM = """
+UPDATE {table} AS j
+SET state = 'executing', attempt = j.attempt + 1, attempted_at = now(), attempted_by = 'p'
+FROM (SELECT id FROM {table}
+      WHERE state = 'available' AND queue = %(queue)s
+      ORDER BY priority, scheduled_at, id LIMIT %(limit)s
+      FOR UPDATE SKIP LOCKED) AS picked
+WHERE j.id = picked.id
+RETURNING j.id
+"""
+LEAST_ACK = """
+UPDATE {table} AS j SET state = 'completed', finished_at = now()
+FROM unnest(%(ids)s::int8[]) AS a(id)
+WHERE j.id = a.id AND j.state = 'executing'
+"""
+
+
+def _least(jobs: int, batch: int) -> float:
+    """Server CPU µs per job for the least claim and completion, on one connection."""
+    app = _fresh_app()
+    app.enqueue_many([app.new_job("bench.noop", {"i": i}) for i in range(jobs)])
+    app.close()
+    table = f"{SCHEMA}.errands_jobs"
+    claim, ack = LEAST_CLAIM.format(table=table), LEAST_ACK.format(table=table)
+    with psycopg.connect(URL, autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = off")  # as errands' claims and acks
+        pids = [conn.info.backend_pid]
+        before, done = _backend_cpu(pids), 0
+        params = {"queue": BENCH_QUEUE, "limit": batch}
+        while ids := [row[0] for row in conn.execute(claim, params)]:
+            conn.execute(ack, {"ids": ids})
+            done += len(ids)
+        spent = _backend_cpu(pids) - before
+    assert done == jobs, done
+    return spent / jobs * 1e6
+
+
+def _errands(jobs: int, batch: int) -> float:
+    """Server CPU µs per job for the engine's own claims carrying the last batch's acks."""
+    app = _fresh_app()
+    app.enqueue_many([app.new_job("bench.noop", {"i": i}) for i in range(jobs)])
+    engine = app.engine
+    with psycopg.connect(URL, autocommit=True) as look:
+        pids = [
+            int(row[0])
+            for row in look.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'errands'"
+            )
+        ]
+    before, done = _backend_cpu(pids), 0
+    # As a busy producer does: each statement records the last batch and claims the next.
+    claimed = engine.fetch(BENCH_QUEUE, batch, "p", ["bench.noop"])
+    while claimed:
+        acks = [Ack(job.id, job.attempt, "p", JobState.COMPLETED) for job in claimed]
+        applied, claimed, _ = engine.ack_fetch(acks, BENCH_QUEUE, batch, "p", ["bench.noop"])
+        done += applied
+    spent = _backend_cpu(pids) - before
+    app.close()
+    assert done == jobs, done
+    return spent / jobs * 1e6
+
+
+def drain_probe(jobs: int, pairs: int, batch: int) -> None:
+    """Server CPU per job: the least claim + completion against errands' ack_fetch."""
+    least, ours = [], []
+    for _ in range(pairs):
+        least.append(_least(jobs, batch))
+        ours.append(_errands(jobs, batch))
+    print(f"least claim + completion: {', '.join(f'{v:.1f}' for v in least)} us per job (server)")
+    print(f"errands ack_fetch:        {', '.join(f'{v:.1f}' for v in ours)} us per job (server)")
+
+
+def main() -> None:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("probe", choices=["insert", "drain"])
+    parser.add_argument("--rounds", type=int, default=10, help="insert: interleaved rounds")
+    parser.add_argument("--per-round", type=int, default=300, help="insert: inserts per round")
+    parser.add_argument("--jobs", type=int, default=40_000, help="drain: jobs per pass")
+    parser.add_argument("--pairs", type=int, default=3, help="drain: alternating passes")
+    parser.add_argument("--batch", type=int, default=50, help="drain: jobs per claim")
+    options = parser.parse_args()
+    if options.probe == "insert":
+        insert_probe(options.rounds, options.per_round)
+    else:
+        drain_probe(options.jobs, options.pairs, options.batch)
+
+
+if __name__ == "__main__":
+    main()
