@@ -201,26 +201,23 @@ def test_postgres_statements_count_what_the_server_runs() -> None:
     assert "_exec_command" not in vars(psycopg.Connection)  # inherited again, not shadowed
 
 
-def test_statement_cost_probes_print_what_they_measure() -> None:
+def _statement_cost(*args: str) -> subprocess.CompletedProcess[str]:
     script = Path(__file__).parents[2] / "benchmarks" / "pg_statement_cost.py"
-    env = dict(os.environ, PYTHONPATH=str(script.parents[1]))
-    insert = subprocess.run(
-        [sys.executable, str(script), "insert", "--rounds", "1", "--per-round", "5"],
+    return subprocess.run(
+        [sys.executable, str(script), *args],
         capture_output=True,
         text=True,
         timeout=120,
-        env=env,
+        env=dict(os.environ, PYTHONPATH=str(script.parents[1])),
     )
+
+
+def test_statement_cost_probes_print_what_they_measure() -> None:
+    insert = _statement_cost("insert", "--rounds", "1", "--per-round", "5")
     assert insert.returncode == 0, insert.stderr
     lines = [line for line in insert.stdout.splitlines() if "us per insert" in line]
     # The bare insert, with NOTIFY, errands' statement, its engine and app.enqueue.
     assert len(lines) == 5 and all(float(line.split()[-5]) > 0 for line in lines), lines
-    drain_run = subprocess.run(
-        [sys.executable, str(script), "drain", "--jobs", "300", "--pairs", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    drain_run = _statement_cost("drain", "--jobs", "300", "--pairs", "1")
     assert drain_run.returncode == 0, drain_run.stderr  # each pass asserts every job done
     assert drain_run.stdout.count("us per job (server)") == 2, drain_run.stdout
