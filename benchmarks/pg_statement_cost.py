@@ -33,6 +33,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from errands.bench.jobs import BENCH_QUEUE, bench_app
+from errands.bench.workloads import Target
 from errands.engines.base import Ack
 from errands.engines.postgres import PostgresEngine
 from errands.job import JobState
@@ -42,11 +43,12 @@ SCHEMA = "errands_statement_cost"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _fresh_app() -> Any:
-    with psycopg.connect(URL, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+def _fresh_app(jobs: int = 0) -> Any:
+    """An app on an emptied, migrated schema holding ``jobs`` available no-op jobs."""
+    Target.postgres(URL, SCHEMA).reset()
     app = bench_app(URL, SCHEMA)
-    app.migrate()
+    if jobs:
+        app.enqueue_many([app.new_job("bench.noop", {"i": i}) for i in range(jobs)])
     return app
 
 
@@ -141,8 +143,7 @@ WHERE j.id = a.id AND j.state = 'executing'
 
 def _least(jobs: int, batch: int) -> float:
     """Server CPU µs per job for the least claim and completion, on one connection."""
-    app = _fresh_app()
-    app.enqueue_many([app.new_job("bench.noop", {"i": i}) for i in range(jobs)])
+    app = _fresh_app(jobs)
     app.close()
     table = f"{SCHEMA}.errands_jobs"
     claim, ack = LEAST_CLAIM.format(table=table), LEAST_ACK.format(table=table)
@@ -161,8 +162,7 @@ def _least(jobs: int, batch: int) -> float:
 
 def _errands(jobs: int, batch: int) -> float:
     """Server CPU µs per job for the engine's own claims carrying the last batch's acks."""
-    app = _fresh_app()
-    app.enqueue_many([app.new_job("bench.noop", {"i": i}) for i in range(jobs)])
+    app = _fresh_app(jobs)
     engine = app.engine
     with psycopg.connect(URL, autocommit=True) as look:
         pids = [
