@@ -37,6 +37,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from errands.engines.base import Ack
 from errands.engines.pg_claim import ack_payload, job_from_claim
+from errands.engines.pg_pool import IDLE_CHECK
 from errands.engines.rows import claimed_jobs
 from errands.job import Job
 
@@ -46,9 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["LOOP_POOL_SIZE", "PgLoopPath"]
 
 log = logging.getLogger(__name__)
-
-#: Seconds a pooled connection may sit idle before it is pinged on checkout.
-_IDLE_CHECK = 1.0
 
 #: Connections of a loop path's pool (never more than the engine's ``max_size``):
 #: one claims while the other records outcomes; more producers take turns.
@@ -89,7 +87,7 @@ class PgLoopPath:
     async def _check_idle(self, conn: AsyncConn) -> None:
         """Ping a connection that sat idle (see ``PgPool._check_idle``)."""
         returned = self._returned.get(conn)
-        if returned is None or time.monotonic() - returned > _IDLE_CHECK:
+        if returned is None or time.monotonic() - returned > IDLE_CHECK:
             await conn.execute("")
 
     @asynccontextmanager

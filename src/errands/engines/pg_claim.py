@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from errands.engines.base import Ack
-from errands.engines.pg_connect import PgPool, Row, storable_json, storable_time
+from errands.engines.pg_connect import Row, storable_json, storable_time
 from errands.engines.pg_inspect import job_from_pg_row
+from errands.engines.pg_pool import PgPool
 from errands.engines.rows import claimed_jobs
 from errands.job import STATES_BY_VALUE, Job, JobState
 from errands.limits import LimitedClaim, QueueLimits

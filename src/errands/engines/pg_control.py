@@ -25,7 +25,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from errands.engines.base import QueueState
-from errands.engines.pg_connect import PgPool, Row, dict_cursor
+from errands.engines.pg_connect import Row, dict_cursor
+from errands.engines.pg_pool import PgPool
 from errands.limits import QueueLimits, claim_params
 
 __all__ = ["PgControl"]

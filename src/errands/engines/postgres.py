@@ -46,11 +46,12 @@ from errands.engines.pg_caller import (
     is_async_connection,
 )
 from errands.engines.pg_claim import PgClaim
-from errands.engines.pg_connect import PgPool, Row, check_storable, dict_cursor, normalize_url
+from errands.engines.pg_connect import Row, check_storable, dict_cursor, normalize_url
 from errands.engines.pg_control import PgControl
 from errands.engines.pg_inspect import PgInspect
 from errands.engines.pg_inspect import job_from_pg_row as _job
 from errands.engines.pg_listen import PgListener, channel_name
+from errands.engines.pg_pool import PgPool
 from errands.errors import ConfigError, SchemaError
 from errands.job import Job, JobState, NewJob
 

@@ -13,7 +13,7 @@ import sys
 import textwrap
 import time
 
-from errands.engines import pg_connect
+from errands.engines import pg_pool
 from errands.engines.postgres import PostgresEngine
 from tests.integration.postgres.conftest import EngineFactory
 from tests.support import POSTGRES_URL
@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent(
 
 
 def _pool_is_open(engine: PostgresEngine) -> bool:
-    return any(pool in pg_connect._OPEN for pool in vars(engine).values())
+    return any(pool in pg_pool._OPEN for pool in vars(engine).values())
 
 
 def test_open_pools_are_closed_at_exit_and_forgotten_when_closed(
@@ -51,7 +51,7 @@ def test_open_pools_are_closed_at_exit_and_forgotten_when_closed(
     engine = make_engine()
     engine.migrate()  # opens the pool
     assert _pool_is_open(engine)
-    pg_connect._close_at_exit()
+    pg_pool._close_at_exit()
     assert not _pool_is_open(engine)
     assert engine.get_job(1) is None  # a closed pool opens again on use
     assert _pool_is_open(engine)
