@@ -47,7 +47,7 @@ from errands.unique import conflict_params, resolving
 if TYPE_CHECKING:
     from errands.engines.postgres import PostgresEngine
 
-__all__ = ["ainsert_on", "insert_cron", "insert_on", "insert_plan"]
+__all__ = ["ainsert_on", "insert_cron", "insert_on", "insert_one_own", "insert_plan"]
 
 #: Jobs per ``unnest`` statement; bigger batches are split, inside one transaction.
 CHUNK = 10_000
@@ -101,8 +101,8 @@ def insert_plan(engine: PostgresEngine, jobs: Sequence[NewJob], *, copy_ok: bool
     return Plan(_array_steps(engine, jobs), atomic=len(jobs) > CHUNK)
 
 
-def _one_steps(engine: PostgresEngine, job: NewJob) -> Steps:
-    params = {
+def _one_params(engine: PostgresEngine, job: NewJob) -> dict[str, Any]:
+    return {
         "queue": job.queue,
         "worker": job.worker,
         "args": job.args_json.decode(),
@@ -114,8 +114,25 @@ def _one_steps(engine: PostgresEngine, job: NewJob) -> Steps:
         "scheduled_at": job.scheduled_at,
         "channel": engine._channel,
     }
-    [row] = yield Statement(engine._q("insert_one"), params)
+
+
+def _one_steps(engine: PostgresEngine, job: NewJob) -> Steps:
+    [row] = yield Statement(engine._q("insert_one"), _one_params(engine, job))
     return [_job(job, row)]
+
+
+def insert_one_own(engine: PostgresEngine, conn: psycopg.Connection[Any], job: NewJob) -> Job:
+    """Insert one checked job without a unique key on one of the engine's own connections.
+
+    The statement :func:`insert_plan` picks for such a job, sent directly: a
+    single enqueue is one round trip, and the plan's generator and context
+    managers cost a few percent of it.
+    """
+    cur = _kept_cursor(conn)
+    cur.execute(engine._q("insert_one"), _one_params(engine, job))
+    row = cur.fetchone()
+    assert row is not None  # INSERT ... RETURNING one row
+    return _job(job, row)
 
 
 def _array_steps(engine: PostgresEngine, jobs: Sequence[NewJob]) -> Steps:
@@ -159,21 +176,14 @@ def _unique_steps(engine: PostgresEngine, jobs: Sequence[NewJob]) -> Steps:
 
 
 def insert_on(
-    engine: PostgresEngine,
-    conn: psycopg.Connection[Any],
-    jobs: Sequence[NewJob],
-    *,
-    own: bool = False,
+    engine: PostgresEngine, conn: psycopg.Connection[Any], jobs: Sequence[NewJob]
 ) -> list[Job]:
     """Insert checked jobs on ``conn``; one job per input, in order.
 
     On an autocommit connection the batch commits as a whole; otherwise it joins
-    the caller's open transaction, which is left open. ``own``: ``conn`` is one
-    of the engine's pooled connections (a single insert then reuses a cursor).
+    the caller's open transaction, which is left open.
     """
-    plan = insert_plan(engine, jobs, copy_ok=copyable(conn))
-    kept = _kept_cursor(conn) if own and len(jobs) == 1 else None
-    return run_plan(conn, plan, kept)
+    return run_plan(conn, insert_plan(engine, jobs, copy_ok=copyable(conn)))
 
 
 async def ainsert_on(

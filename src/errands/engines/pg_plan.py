@@ -69,15 +69,11 @@ class Plan:
     atomic: bool
 
 
-def run_plan(
-    conn: psycopg.Connection[Any],
-    plan: Plan,
-    cursor: psycopg.Cursor[tuple[Any, ...]] | None = None,
-) -> list[Job]:
-    """Run ``plan`` on a sync connection (with ``cursor`` for its tuple rows, if given)."""
+def run_plan(conn: psycopg.Connection[Any], plan: Plan) -> list[Job]:
+    """Run ``plan`` on a sync connection."""
     with (
         conn.transaction() if plan.atomic and conn.autocommit else nullcontext(),
-        nullcontext(cursor) if cursor is not None else conn.cursor(row_factory=tuple_row) as cur,
+        conn.cursor(row_factory=tuple_row) as cur,
     ):
         steps = plan.steps
         rows: list[Any] = []

@@ -228,7 +228,9 @@ class PostgresEngine(PgClaim, PgControl, PgInspect):
             check_storable(job)
         if conn is None:
             with self._pool.connection("inserting jobs") as own:
-                return pg_insert.insert_on(self, own, jobs, own=True)
+                if len(jobs) == 1 and jobs[0].unique_hash is None:
+                    return [pg_insert.insert_one_own(self, own, jobs[0])]
+                return pg_insert.insert_on(self, own, jobs)
         raw = driver_connection(conn)
         try:
             return pg_insert.insert_on(self, raw, jobs)

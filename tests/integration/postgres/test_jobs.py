@@ -68,6 +68,39 @@ def test_insert_future_job_is_scheduled_and_past_job_available(
     assert past.state is JobState.AVAILABLE and abs(past.scheduled_at - earlier) < 1e-3
 
 
+def test_a_single_insert_is_scheduled_or_available_by_its_due_time(
+    engine: PostgresEngine, new_job: JobFactory
+) -> None:
+    later = time.time() + 3600
+    [future] = engine.insert([new_job(scheduled_at=later)])
+    [now] = engine.insert([new_job(scheduled_at=time.time() - 1)])
+    assert future.state is JobState.SCHEDULED and abs(future.scheduled_at - later) < 1e-3
+    assert now.state is JobState.AVAILABLE
+    assert engine.get_job(future.id) == future and engine.get_job(now.id) == now
+
+
+def test_single_inserts_from_many_threads_each_get_their_own_job(
+    engine: PostgresEngine, new_job: JobFactory
+) -> None:
+    """One thread takes the warm connection, the rest pooled ones, each its own cursor."""
+    inserted: list[tuple[int, int, int]] = []
+
+    def insert(thread: int) -> None:
+        for n in range(25):
+            [job] = engine.insert([new_job(args={"t": thread, "n": n})])
+            inserted.append((job.id, job.args["t"], job.args["n"]))
+
+    threads = [threading.Thread(target=insert, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({job_id for job_id, _, _ in inserted}) == 200
+    for job_id, thread_no, n in inserted:
+        stored = engine.get_job(job_id)
+        assert stored is not None and stored.args == {"t": thread_no, "n": n}
+
+
 def test_bulk_insert_is_a_few_statements_and_keeps_input_order(
     engine: PostgresEngine, new_job: JobFactory
 ) -> None:
