@@ -3,16 +3,21 @@
 Two probes, each the median of interleaved rounds so both sides meet the same
 moment of a noisy host:
 
-- ``insert``: wall µs per one-row autocommit insert — a bare three-column
+- ``insert``: wall µs per one-row autocommit insert, and the CPU µs the
+  server's processes spent on it (read from ``/proc``) — a bare three-column
   ``INSERT``; the same with a ``pg_notify`` (what waking idle workers costs);
   errands' ``insert_one.sql`` on a connection of its own; the engine's insert
-  on a held connection (errands without the pool); and ``app.enqueue``.
+  on a caller's connection (a transactional enqueue, its own commit here);
+  and ``app.enqueue``.
 - ``drain``: the server's CPU µs per job to claim jobs 50 at a time and record
   them completed — the least a claim and a completion can be (``UPDATE …
   RETURNING id`` over ``FOR UPDATE SKIP LOCKED``, then ``UPDATE … FROM
-  unnest``) against the engine's own ``ack_fetch`` (one statement records a
-  batch completed and claims the next, as a busy producer does). The CPU is the
-  backends' own, read from ``/proc``, so the server must run on this machine.
+  unnest``) against the engine's own statements: its claim then its ack (what
+  a worker on PostgreSQL runs), and ``ack_fetch`` (one statement records a
+  batch completed and claims the next).
+
+The CPU is the backends' own, read from ``/proc``, so the server must run on
+this machine (for both probes).
 
 Usage::
 
@@ -62,23 +67,44 @@ def _backend_cpu(pids: list[int]) -> float:
     return total / TICKS
 
 
-def _medians(variants: dict[str, Callable[[], object]], rounds: int, per_round: int) -> None:
+def _errands_backends() -> list[int]:
+    """Server process ids of the connections errands opened (application_name errands)."""
+    with psycopg.connect(URL, autocommit=True) as look:
+        rows = look.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'errands'"
+        ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+#: A variant of the insert probe: what one insert does, and the server processes it uses.
+Variant = tuple[Callable[[], object], Callable[[], list[int]]]
+
+
+def _medians(variants: dict[str, Variant], rounds: int, per_round: int) -> None:
+    """Per variant, medians over interleaved rounds: wall µs and its backends' CPU µs."""
     spent: dict[str, list[float]] = {name: [] for name in variants}
+    server: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
-        for name, call in variants.items():
+        for name, (call, backends) in variants.items():
+            pids = backends()
+            cpu_before = _backend_cpu(pids)
             started = time.perf_counter()
             for _ in range(per_round):
                 call()
             spent[name].append((time.perf_counter() - started) / per_round * 1e6)
+            server[name].append((_backend_cpu(pids) - cpu_before) / per_round * 1e6)
     for name, values in spent.items():
-        print(f"{name:44s} {statistics.median(values):7.1f} us per insert (wall)")
+        print(
+            f"{name:44s} {statistics.median(values):7.1f} us per insert (wall), "
+            f"server CPU {statistics.median(server[name]):6.1f}"
+        )
 
 
 def insert_probe(rounds: int, per_round: int) -> None:
     """Wall time of one-row commits: bare, with NOTIFY, errands' statement, errands."""
     app = _fresh_app()
     noop = app.registry.resolve("bench.noop")
-    app.enqueue(noop, {"i": -1})
+    app.enqueue(noop, {"i": -1})  # opens errands' connections, so their backends are known
     engine = app.engine
     assert isinstance(engine, PostgresEngine)
     own = psycopg.connect(URL, autocommit=True)
@@ -101,20 +127,31 @@ def insert_probe(rounds: int, per_round: int) -> None:
     }
     insert_one = engine._q("insert_one")
     job = app.new_job(noop, {"i": 1})
+    wake = (engine._channel, BENCH_QUEUE)
 
     def one_statement() -> None:
         cursor.execute(insert_one, one_params)
         cursor.fetchall()
 
+    def on_own() -> list[int]:
+        return [own.info.backend_pid]
+
     _medians(
         {
-            "bare INSERT": lambda: cursor.execute(bare, ("bare", "x", "{}")),
-            "bare INSERT + pg_notify": lambda: cursor.execute(
-                notifying, ("bare", "x", "{}", engine._channel, BENCH_QUEUE)
+            "bare INSERT": (lambda: cursor.execute(bare, ("bare", "x", "{}")), on_own),
+            "bare INSERT + pg_notify": (
+                lambda: cursor.execute(notifying, ("bare", "x", "{}", *wake)),
+                on_own,
             ),
-            "insert_one.sql alone": one_statement,
-            "engine.insert on a held connection": lambda: engine.insert([job], conn=held),
-            "app.enqueue (pooled connection)": lambda: app.enqueue(noop, {"i": 1}),
+            "insert_one.sql alone": (one_statement, on_own),
+            "engine.insert on a caller's connection": (
+                lambda: engine.insert([job], conn=held),
+                lambda: [held.info.backend_pid],
+            ),
+            "app.enqueue (the engine's own connections)": (
+                lambda: app.enqueue(noop, {"i": 1}),
+                _errands_backends,
+            ),
         },
         rounds,
         per_round,
@@ -160,23 +197,25 @@ def _least(jobs: int, batch: int) -> float:
     return spent / jobs * 1e6
 
 
-def _errands(jobs: int, batch: int) -> float:
-    """Server CPU µs per job for the engine's own claims carrying the last batch's acks."""
+def _errands(jobs: int, batch: int, *, combined: bool) -> float:
+    """Server CPU µs per job for the engine's own claims and acks.
+
+    ``combined``: each statement records the last batch and claims the next
+    (``ack_fetch``); otherwise a claim, then an ack of what it claimed, as a
+    worker on PostgreSQL does (its completer acks beside the producer's claims).
+    """
     app = _fresh_app(jobs)
     engine = app.engine
-    with psycopg.connect(URL, autocommit=True) as look:
-        pids = [
-            int(row[0])
-            for row in look.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'errands'"
-            )
-        ]
+    pids = _errands_backends()
     before, done = _backend_cpu(pids), 0
-    # As a busy producer does: each statement records the last batch and claims the next.
     claimed = engine.fetch(BENCH_QUEUE, batch, "p", ["bench.noop"])
     while claimed:
         acks = [Ack(job.id, job.attempt, "p", JobState.COMPLETED) for job in claimed]
-        applied, claimed, _ = engine.ack_fetch(acks, BENCH_QUEUE, batch, "p", ["bench.noop"])
+        if combined:
+            applied, claimed, _ = engine.ack_fetch(acks, BENCH_QUEUE, batch, "p", ["bench.noop"])
+        else:
+            applied = engine.ack(acks)
+            claimed = engine.fetch(BENCH_QUEUE, batch, "p", ["bench.noop"])
         done += applied
     spent = _backend_cpu(pids) - before
     app.close()
@@ -185,13 +224,18 @@ def _errands(jobs: int, batch: int) -> float:
 
 
 def drain_probe(jobs: int, pairs: int, batch: int) -> None:
-    """Server CPU per job: the least claim + completion against errands' ack_fetch."""
-    least, ours = [], []
+    """Server CPU per job: the least claim + completion against errands' statements."""
+    runs: dict[str, list[float]] = {
+        "least claim + completion": [],
+        "errands claim, then ack": [],
+        "errands ack_fetch": [],
+    }
     for _ in range(pairs):
-        least.append(_least(jobs, batch))
-        ours.append(_errands(jobs, batch))
-    print(f"least claim + completion: {', '.join(f'{v:.1f}' for v in least)} us per job (server)")
-    print(f"errands ack_fetch:        {', '.join(f'{v:.1f}' for v in ours)} us per job (server)")
+        runs["least claim + completion"].append(_least(jobs, batch))
+        runs["errands claim, then ack"].append(_errands(jobs, batch, combined=False))
+        runs["errands ack_fetch"].append(_errands(jobs, batch, combined=True))
+    for name, values in runs.items():
+        print(f"{name + ':':26s} {', '.join(f'{v:.1f}' for v in values)} us per job (server)")
 
 
 def main() -> None:

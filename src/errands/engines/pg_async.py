@@ -36,7 +36,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from errands.engines.base import Ack
-from errands.engines.pg_claim import ack_payload, job_from_claim
+from errands.engines.pg_claim import ack_params, job_from_claim
 from errands.engines.pg_pool import IDLE_CHECK
 from errands.engines.rows import claimed_jobs
 from errands.job import Job
@@ -131,7 +131,7 @@ class PgLoopPath:
         if not acks:
             return 0
         engine = self._engine
-        params = {"commit": engine._commit_mode, "acks": ack_payload(acks)}
+        params = {"commit": engine._commit_mode, **ack_params(acks)}
         async with self._connection("recording job outcomes") as conn:
             cur = await conn.execute(engine._q("ack"), params)
             row = await cur.fetchone()

@@ -41,11 +41,20 @@ from errands.engines.rows import claimed_jobs
 from errands.job import STATES_BY_VALUE, Job, JobState
 from errands.limits import LimitedClaim, QueueLimits
 
-__all__ = ["PgClaim", "ack_payload", "job_from_claim"]
+__all__ = ["PgClaim", "ack_params", "ack_payload", "job_from_claim"]
+
+
+def ack_params(acks: Sequence[Ack]) -> dict[str, Any]:
+    """The parameters of a batch of outcomes in ``ack.sql`` and ``ack_fetch.sql``.
+
+    ``acks``: the outcomes, one JSON array (:func:`ack_payload`); ``ids``: their
+    jobs' ids, by which the statements find and lock the rows.
+    """
+    return {"acks": ack_payload(acks), "ids": [ack.id for ack in acks]}
 
 
 def ack_payload(acks: Sequence[Ack]) -> str:
-    """A batch of outcomes as the JSON array ``ack_fetch.sql`` unpacks."""
+    """A batch of outcomes as the JSON array ``ack.sql`` and ``ack_fetch.sql`` unpack."""
     return orjson.dumps(
         [
             {
@@ -115,7 +124,7 @@ class PgClaim:
             with self._pool.connection("claiming jobs") as conn:
                 rows = conn.execute(self._q("claim"), params).fetchall()
             return 0, [], [{"id": row[0], "attempt": row[1], "job": row[2]} for row in rows]
-        params["acks"] = ack_payload(acks)
+        params.update(ack_params(acks))
         with self._pool.connection("recording outcomes and claiming jobs") as conn:
             rows = conn.execute(self._q("ack_fetch"), params).fetchall()
         acked, skipped = int(rows[0][0]), set(rows[0][1])
@@ -168,7 +177,7 @@ class PgClaim:
         """Apply a batch of outcomes in one statement; return how many were not stale."""
         if not acks:
             return 0
-        params = {"commit": self._commit_mode, "acks": ack_payload(acks)}
+        params = {"commit": self._commit_mode, **ack_params(acks)}
         with self._pool.connection("recording job outcomes") as conn:
             row = conn.execute(self._q("ack"), params).fetchone()
         return 0 if row is None else int(row[0])

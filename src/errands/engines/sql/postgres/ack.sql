@@ -3,14 +3,29 @@
 -- The completer's own flush: unlike ack_fetch.sql it waits for a locked row.
 -- The batch is one JSON array (pg_claim.ack_payload); result and error are JSON
 -- texts, so a result that is JSON null is stored as jsonb null.
+--
+-- The jobs are found by primary key (%(ids)s, the batch's ids). The fence's
+-- state comes from the one-row "fence" rather than a literal: with
+-- "j.state = 'executing'" the planner could scan the partial index of executing
+-- jobs instead, whose dead entries (every job passes through it) pile up
+-- between vacuums, so each batch read every job run since the last one. A
+-- condition joined to another relation cannot select a partial index.
 WITH settings AS (
     SELECT set_config('synchronous_commit', %(commit)s::text, true) AS commit_mode
 ),
+input AS MATERIALIZED (
+    SELECT *
+    -- include: _ack_input
+),
+fence AS MATERIALIZED (
+    SELECT 'executing'::text AS state
+),
 acked AS (
     -- include: _ack_update
-    -- include: _ack_input
+    FROM input AS a CROSS JOIN fence
     WHERE j.id = a.id
-      AND j.state = 'executing'
+      AND j.id = ANY(%(ids)s::int8[])
+      AND j.state = fence.state
       AND j.attempt = a.attempt
       AND j.attempted_by = a.producer
     RETURNING 1

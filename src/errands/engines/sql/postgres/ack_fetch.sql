@@ -23,27 +23,32 @@ input AS (
     SELECT *
     -- include: _ack_input
 ),
--- Outcomes skip rows another transaction has locked (an operator's UPDATE, a
--- rescue): waiting for them would stall the claim too. The client hands the
--- skipped ones back to the completer, whose plain ack (ack.sql) waits its turn.
+-- The jobs of the outcomes are found by primary key (%(ids)s, the batch's ids)
+-- and locked, skipping rows another transaction has locked (an operator's
+-- UPDATE, a rescue): waiting for them would stall the claim too. The client
+-- hands the skipped ones back to the completer, whose plain ack (ack.sql) waits
+-- its turn. The fence is checked on the locked rows, which nothing else can
+-- change before the UPDATE; no condition on the table names the state, which
+-- would steer the planner to the index of executing jobs (see ack.sql).
 lockable AS MATERIALIZED (
-    SELECT j.id FROM {schema}.errands_jobs AS j JOIN input AS a ON j.id = a.id
-    WHERE j.state = 'executing' AND j.attempt = a.attempt AND j.attempted_by = a.producer
+    SELECT j.id, j.state, j.attempt, j.attempted_by
+    FROM {schema}.errands_jobs AS j
+    WHERE j.id = ANY(%(ids)s::int8[])
     FOR UPDATE OF j SKIP LOCKED
 ),
+fenced AS MATERIALIZED (
+    SELECT l.id FROM lockable AS l JOIN input AS a ON a.id = l.id
+    WHERE l.state = 'executing' AND l.attempt = a.attempt AND l.attempted_by = a.producer
+),
 skipped AS (
-    SELECT a.id FROM input AS a JOIN {schema}.errands_jobs AS j ON j.id = a.id
-    WHERE j.state = 'executing' AND j.attempt = a.attempt AND j.attempted_by = a.producer
-      AND a.id NOT IN (SELECT id FROM lockable)
+    SELECT a.id FROM input AS a WHERE a.id NOT IN (SELECT id FROM lockable)
 ),
 acked AS (
     -- include: _ack_update
     FROM input AS a
     WHERE j.id = a.id
-      AND j.id IN (SELECT id FROM lockable)
-      AND j.state = 'executing'
-      AND j.attempt = a.attempt
-      AND j.attempted_by = a.producer
+      AND j.id = ANY(%(ids)s::int8[])
+      AND j.id IN (SELECT id FROM fenced)
     RETURNING 1
 ),
 picked AS MATERIALIZED (
