@@ -6,10 +6,11 @@ import time
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from errands.engines.base import Ack
-from errands.engines.pg_claim import ack_params
+from errands.engines.pg_claim import ack_params, job_from_claim
 from errands.engines.postgres import PostgresEngine
 from errands.job import JobState
 from errands.limits import QueueLimits, RateLimit
@@ -36,6 +37,35 @@ def test_ack_fetch_records_outcomes_and_claims_in_one_call(
     # The claimed jobs decode to what the database holds.
     for job in second:
         assert engine.get_job(job.id) == job
+
+
+def test_a_claimed_row_with_every_field_set_decodes_to_the_stored_job(
+    engine: PostgresEngine, new_job: JobFactory, db: psycopg.Connection[Any], pg_schema: str
+) -> None:
+    """The claim's JSON array carries Job's fields in order; none may shift or go missing."""
+    [job] = engine.insert(
+        [new_job(args={"s": "é\u2028", "deep": [1, {"x": None}]}, meta={"k": 1}, tags=["t"])]
+    )
+    db.execute(
+        sql.SQL(
+            'UPDATE {}.errands_jobs SET errors = \'[{{"type": "ValueError"}}]\', '
+            "result = '{{\"ok\": true}}', timeout = 2.5, priority = 3, max_attempts = 7, "
+            "finished_at = to_timestamp(1764360000.123456) WHERE id = %s"
+        ).format(sql.Identifier(pg_schema)),
+        [job.id],
+    )
+    [claimed] = engine.fetch("default", 1, "p1", ["w"])
+    assert claimed == engine.get_job(job.id)
+    assert claimed.args == {"s": "é\u2028", "deep": [1, {"x": None}]} and claimed.tags == ["t"]
+    assert claimed.errors == [{"type": "ValueError"}] and claimed.result == {"ok": True}
+    assert (claimed.priority, claimed.max_attempts, claimed.timeout) == (3, 7, 2.5)
+    assert claimed.state is JobState.EXECUTING and claimed.attempted_by == "p1"
+    assert claimed.finished_at == 1764360000.123456
+
+
+def test_a_claimed_row_of_the_wrong_shape_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="a claimed row has 3 fields, not 18"):
+        job_from_claim({"id": 1, "attempt": 1, "job": "[1, 2, 3]"})
 
 
 def test_a_stale_ack_in_ack_fetch_changes_nothing(

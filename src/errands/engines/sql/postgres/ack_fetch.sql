@@ -14,7 +14,7 @@
 -- same row.
 --
 -- %(commit)s is 'off' unless the engine has synchronous_acks: see pg_claim.py.
--- Each claimed job comes back as one JSON object (times as Unix seconds), which
+-- Each claimed job comes back as one JSON array (times as Unix seconds), which
 -- the client decodes in one call instead of column by column.
 WITH settings AS (
     SELECT set_config('synchronous_commit', %(commit)s::text, true) AS commit_mode

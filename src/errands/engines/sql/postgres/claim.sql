@@ -7,7 +7,7 @@
 -- attempt is counted here, at fetch, so a job that kills its worker still runs
 -- out of attempts. %(commit)s is 'off' unless the engine has synchronous_acks
 -- (see pg_claim.py); set_config runs once, in the one-row subquery.
--- Each job comes back as one JSON object (times as Unix seconds), which the
+-- Each job comes back as one JSON array (times as Unix seconds), which the
 -- client decodes in one call instead of column by column.
 -- include: _claim_update
 FROM (
