@@ -36,6 +36,7 @@ from errands.runtime.claim_ahead import ClaimAhead
 from errands.runtime.executor import execute
 from errands.runtime.process_pool import ProcessPool, pool_for
 from errands.runtime.sync_runner import SyncRunner
+from errands.runtime.unknown_workers import UnknownWorkers
 from errands.worker import Worker
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["Producer"]
 
 log = logging.getLogger("errands.producer")
-
-_UNKNOWN_CHECK_EVERY = 30.0
 
 #: ``engine.ack_fetch``: pending outcomes ride along with the next claim.
 AckFetch = Callable[[Sequence[Ack], str, int, str, Sequence[str]], tuple[int, list[Job], list[Ack]]]
@@ -76,6 +75,9 @@ class Producer(ClaimAhead):
         self._hold_timer: asyncio.TimerHandle | None = None
         #: The tasks of running jobs that have one (async bodies, process executor).
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        #: Outcomes of those tasks not yet recorded: recorded together once per
+        #: turn of the loop (_record_finished), one start of waiting jobs for all.
+        self._finished: list[tuple[Job, Ack]] = []
         self._sync = SyncRunner(
             node.threads, node.runaways, self._finish_batch, self._started_by_threads
         )
@@ -98,8 +100,7 @@ class Producer(ClaimAhead):
         self._job_time = 1.0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._unknown_checked = 0.0
-        self._unknown_logged: set[str] = set()
+        self._unknown = UnknownWorkers(config.name)
 
     @property
     def paused(self) -> bool:
@@ -194,7 +195,7 @@ class Producer(ClaimAhead):
             self.fetched += len(jobs)
             self.claims += 1 if jobs else 0
             if not jobs:
-                await self._check_unknown_workers()
+                await self._unknown.check(self.node)
 
     async def _claim(self) -> list[Job] | LimitedClaim:
         node = self.node
@@ -301,7 +302,14 @@ class Producer(ClaimAhead):
         except BaseException:
             self._forget(job.id)
             raise
-        self._finish_batch([(job, ack)])
+        self._finished.append((job, ack))
+        if len(self._finished) == 1:
+            asyncio.get_running_loop().call_soon(self._record_finished)
+
+    def _record_finished(self) -> None:
+        done, self._finished = self._finished, []
+        if done:
+            self._finish_batch(done)
 
     def _finish_batch(self, done: list[tuple[Job, Ack]]) -> None:
         """Record finished attempts (on the loop): one wake-up for the whole batch."""
@@ -357,29 +365,6 @@ class Producer(ClaimAhead):
         job._cancel_event.set()
         return True
 
-    async def _check_unknown_workers(self) -> None:
-        # Jobs of workers this node does not know stay for a node that does;
-        # say so once per name rather than on every poll.
-        now = time.monotonic()
-        if now - self._unknown_checked < _UNKNOWN_CHECK_EVERY:
-            return
-        self._unknown_checked = now
-        try:
-            names = await self.node.call_db(
-                self.node.engine.unknown_workers, self.queue, self.node.worker_names
-            )
-        except Exception:
-            return
-        for name in names:
-            if name not in self._unknown_logged:
-                self._unknown_logged.add(name)
-                log.warning(
-                    "queue %s has jobs for worker %r, which this node does not know; "
-                    "they are left for a node that registers it",
-                    self.queue,
-                    name,
-                )
-
     async def stop(self, grace: float) -> list[int]:
         """Stop fetching, wait up to ``grace`` s for running jobs, cancel the rest.
 
@@ -400,6 +385,7 @@ class Producer(ClaimAhead):
         if self.running:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace)
+        self._record_finished()  # a finished job is not handed back, whatever the timing
         unfinished = list(self.running)
         tasks = list(self._tasks.values())
         for task in tasks:
