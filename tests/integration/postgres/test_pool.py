@@ -204,6 +204,9 @@ def test_a_close_that_finds_it_busy_leaves_it_to_the_call_to_close(pool: PgPool)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+# Forking a process whose pool runs threads is the case under test (a preloading
+# web server, multiprocessing's fork); Python 3.12+ warns about it.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_leaves_its_parents_warm_connection_alone(pool: PgPool) -> None:
     parent_backend = _backend(pool)
     child = os.fork()
