@@ -3,12 +3,12 @@
 Two probes, each the median of interleaved rounds so both sides meet the same
 moment of a noisy host:
 
-- ``insert``: wall µs per one-row autocommit insert, and the CPU µs the
-  server's processes spent on it (read from ``/proc``) — a bare three-column
-  ``INSERT``; the same with a ``pg_notify`` (what waking idle workers costs);
-  errands' ``insert_one.sql`` on a connection of its own; the engine's insert
-  on a caller's connection (a transactional enqueue, its own commit here);
-  and ``app.enqueue``.
+- ``insert``: wall µs per one-row autocommit insert, and the CPU µs this
+  process (the client) and the server's processes (read from ``/proc``)
+  spent on it — a bare three-column ``INSERT``; the same with a
+  ``pg_notify`` (what waking idle workers costs); errands' ``insert_one.sql``
+  on a connection of its own; the engine's insert on a caller's connection
+  (a transactional enqueue, its own commit here); and ``app.enqueue``.
 - ``drain``: the server's CPU µs per job to claim jobs 50 at a time and record
   them completed — the least a claim and a completion can be (``UPDATE …
   RETURNING id`` over ``FOR UPDATE SKIP LOCKED``, then ``UPDATE … FROM
@@ -81,21 +81,25 @@ Variant = tuple[Callable[[], object], Callable[[], list[int]]]
 
 
 def _medians(variants: dict[str, Variant], rounds: int, per_round: int) -> None:
-    """Per variant, medians over interleaved rounds: wall µs and its backends' CPU µs."""
+    """Per variant, medians over interleaved rounds: wall µs, this process's CPU µs
+    (the client's: Python, psycopg, the socket calls) and its backends' CPU µs."""
     spent: dict[str, list[float]] = {name: [] for name in variants}
+    client: dict[str, list[float]] = {name: [] for name in variants}
     server: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, (call, backends) in variants.items():
             pids = backends()
-            cpu_before = _backend_cpu(pids)
+            cpu_before, own_before = _backend_cpu(pids), time.process_time()
             started = time.perf_counter()
             for _ in range(per_round):
                 call()
             spent[name].append((time.perf_counter() - started) / per_round * 1e6)
+            client[name].append((time.process_time() - own_before) / per_round * 1e6)
             server[name].append((_backend_cpu(pids) - cpu_before) / per_round * 1e6)
     for name, values in spent.items():
         print(
             f"{name:44s} {statistics.median(values):7.1f} us per insert (wall), "
+            f"client CPU {statistics.median(client[name]):6.1f}, "
             f"server CPU {statistics.median(server[name]):6.1f}"
         )
 
