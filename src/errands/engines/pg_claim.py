@@ -190,7 +190,7 @@ class PgClaim:
         if not jobs:
             return 0
         payload = orjson.dumps([{"id": job.id, "attempt": job.attempt} for job in jobs])
-        params = {"jobs": payload.decode(), "producer": producer}
+        params = {"jobs": payload.decode(), "ids": [job.id for job in jobs], "producer": producer}
         with self._pool.connection("handing back claimed jobs") as conn:
             return conn.execute(self._q("release"), params).rowcount
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 from psycopg import sql
@@ -212,7 +213,8 @@ def test_acks_read_only_their_own_jobs_however_many_passed_through_executing(
     """Every job passes through the partial index of executing jobs, which keeps the
     dead entries until a vacuum. An ack that named the state let the planner scan
     that index: each batch read every job run since the last vacuum (3,700 index
-    entries for 50 acks, mid-drain). Acks find their jobs by primary key."""
+    entries for 50 acks, mid-drain). Acks (and a hand-back of claimed jobs, which
+    is fenced the same way) find their jobs by primary key."""
     table = sql.SQL("{}.errands_jobs").format(sql.Identifier(pg_schema))
     db.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(table))
     engine.insert([new_job(args={"i": i}) for i in range(20_010)])
@@ -224,20 +226,26 @@ def test_acks_read_only_their_own_jobs_however_many_passed_through_executing(
         db.execute(sql.SQL(step).format(table, table))
     claimed = engine.fetch("default", 10, "p1", ["w"])
     assert len(claimed) == 10
-    params = {
+    acks = {
         **engine._fetch_params("default", 10, "p1", ["w"]),
         **ack_params([_done(job.id, job.attempt) for job in claimed]),
         "commit": "on",
     }
+    released = {
+        "jobs": orjson.dumps([{"id": job.id, "attempt": job.attempt} for job in claimed]).decode(),
+        "ids": [job.id for job in claimed],
+        "producer": "p1",
+    }
     for analyzed in (False, True):
         if analyzed:
             db.execute(sql.SQL("ANALYZE {}").format(table))
-        for statement in ("ack", "ack_fetch"):
+        for statement, params in (("ack", acks), ("ack_fetch", acks), ("release", released)):
             with db.transaction(force_rollback=True):
                 explain = b"EXPLAIN (ANALYZE, FORMAT JSON) " + engine._q(statement)
                 [[plans]] = db.execute(explain, params).fetchall()
             assert _read_rows(plans[0]["Plan"]) <= 20, (statement, analyzed, plans)
-    assert engine.ack([_done(job.id, job.attempt) for job in claimed]) == 10
+    assert engine.release(claimed[:5], "p1") == 5
+    assert engine.ack([_done(job.id, job.attempt) for job in claimed[5:]]) == 5
 
 
 def test_rescue_reads_only_executing_jobs_among_many_finished_ones(
