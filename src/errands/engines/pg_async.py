@@ -37,7 +37,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from errands.engines.base import Ack
 from errands.engines.pg_claim import ack_params, job_from_claim
-from errands.engines.pg_pool import IDLE_CHECK
+from errands.engines.pg_pool import idle_too_long
 from errands.engines.rows import claimed_jobs
 from errands.job import Job
 
@@ -86,8 +86,7 @@ class PgLoopPath:
 
     async def _check_idle(self, conn: AsyncConn) -> None:
         """Ping a connection that sat idle (see ``PgPool._check_idle``)."""
-        returned = self._returned.get(conn)
-        if returned is None or time.monotonic() - returned > IDLE_CHECK:
+        if idle_too_long(self._returned.get(conn)):
             await conn.execute("")
 
     @asynccontextmanager

@@ -46,7 +46,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from errands.engines.pg_connect import connect_kwargs, connection_error
 from errands.errors import DatabaseError
 
-__all__ = ["IDLE_CHECK", "WARM_LIFETIME", "PgPool"]
+__all__ = ["IDLE_CHECK", "WARM_LIFETIME", "PgPool", "idle_too_long"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,16 @@ IDLE_CHECK = 1.0
 
 #: Seconds the warm connection is kept before it is reopened (psycopg_pool's max_lifetime).
 WARM_LIFETIME = 3600.0
+
+
+def idle_too_long(since: float | None) -> bool:
+    """Whether a connection last used at monotonic time ``since`` (None: never)
+    must be pinged before use: after a server restart an idle one is dead.
+
+    Example: ``if idle_too_long(returned.get(conn)): conn.execute("")``
+    """
+    return since is None or time.monotonic() - since > IDLE_CHECK
+
 
 #: Pools this process opened and has not closed (see _close_at_exit).
 _OPEN: weakref.WeakSet[PgPool] = weakref.WeakSet()
@@ -179,8 +189,7 @@ class PgPool:
         hot path); one idle for a while may have been cut off meanwhile, and
         the pool replaces it when the ping fails, so the caller never sees it.
         """
-        returned = self._returned.get(conn)
-        if returned is None or time.monotonic() - returned > IDLE_CHECK:
+        if idle_too_long(self._returned.get(conn)):
             conn.execute("")
 
     def failed(self, exc: psycopg.Error, doing: str) -> DatabaseError:
@@ -239,7 +248,7 @@ class PgPool:
         if conn is not None and (conn.closed or now - warm.opened > WARM_LIFETIME):
             warm.drop()
             conn = None
-        if conn is not None and now - warm.used > IDLE_CHECK:
+        if conn is not None and idle_too_long(warm.used):
             try:
                 conn.execute("")  # as _check_idle: it may have been cut off meanwhile
             except psycopg.Error as exc:
