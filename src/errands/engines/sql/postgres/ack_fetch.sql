@@ -23,8 +23,8 @@ input AS (
     SELECT *
     -- include: _ack_input
 ),
--- The jobs of the outcomes are found by primary key (%(ids)s, the batch's ids)
--- and locked, skipping rows another transaction has locked (an operator's
+-- The jobs of the outcomes are found by primary key (%(ids)s, the batch's ids,
+-- hidden from the planner as in ack.sql) and locked, skipping rows another transaction has locked (an operator's
 -- UPDATE, a rescue): waiting for them would stall the claim too. The client
 -- hands the skipped ones back to the completer, whose plain ack (ack.sql) waits
 -- its turn. The fence is checked on the locked rows, which nothing else can
@@ -33,7 +33,7 @@ input AS (
 lockable AS MATERIALIZED (
     SELECT j.id, j.state, j.attempt, j.attempted_by
     FROM {schema}.errands_jobs AS j
-    WHERE j.id = ANY(%(ids)s::int8[])
+    WHERE j.id = ANY((SELECT %(ids)s::int8[])::int8[])
     FOR UPDATE OF j SKIP LOCKED
 ),
 fenced AS MATERIALIZED (
@@ -47,7 +47,7 @@ acked AS (
     -- include: _ack_update
     FROM input AS a
     WHERE j.id = a.id
-      AND j.id = ANY(%(ids)s::int8[])
+      AND j.id = ANY((SELECT %(ids)s::int8[])::int8[])
       AND j.id IN (SELECT id FROM fenced)
     RETURNING 1
 ),
