@@ -287,6 +287,34 @@ def test_a_full_batch_of_acks_never_reads_the_whole_table(
     assert engine.ack([_done(job.id, job.attempt) for job in claimed]) == 200
 
 
+def test_looking_for_cancelled_jobs_reads_only_the_running_ones(
+    engine: PostgresEngine, new_job: JobFactory, db: psycopg.Connection[Any], pg_schema: str
+) -> None:
+    """Every node asks each second which of its running jobs were cancelled. On a
+    table without statistics the planner intersected the ids with the whole partial
+    index of finished jobs (20,000 entries here, every job ever finished)."""
+    table = sql.SQL("{}.errands_jobs").format(sql.Identifier(pg_schema))
+    db.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(table))
+    engine.insert([new_job() for _ in range(20_010)])
+    db.execute(
+        sql.SQL(
+            "UPDATE {} SET state = 'completed', attempt = 1, finished_at = now() "
+            "WHERE id NOT IN (SELECT id FROM {} ORDER BY id DESC LIMIT 10)"
+        ).format(table, table)
+    )
+    running = engine.fetch("default", 10, "p1", ["w"])
+    assert len(running) == 10
+    assert engine.cancel_job(running[0].id) is not None
+    ids = [job.id for job in running]
+    for analyzed in (False, True):
+        if analyzed:
+            db.execute(sql.SQL("ANALYZE {}").format(table))
+        explain = b"EXPLAIN (ANALYZE, FORMAT JSON) " + engine._q("cancelled_jobs")
+        [[plans]] = db.execute(explain, {"ids": ids}).fetchall()
+        assert _read_rows(plans[0]["Plan"]) <= 30, (analyzed, plans)
+    assert engine.cancelled_jobs(ids) == [running[0].id]
+
+
 def test_rescue_reads_only_executing_jobs_among_many_finished_ones(
     engine: PostgresEngine, new_job: JobFactory, db: psycopg.Connection[Any], pg_schema: str
 ) -> None:
