@@ -138,7 +138,11 @@ def test_drain_reports_sql_statements_per_job(engine: str, tmp_path: Path) -> No
     assert per_job < 3, figures  # the listener's polls and heartbeats are not per job
     if engine == "sqlite":
         assert "wal_records_per_job" not in figures and "wal_bytes_per_job" not in figures
+        # Every claim and batch of outcomes took the writer lock; between them the
+        # worker ran jobs, so the lock was busy for part of the drain only.
+        assert 0.01 < figures["writer_busy_share"] < 1.0, figures
     else:
+        assert "writer_busy_share" not in figures  # no writer lock on PostgreSQL
         # A claim and an outcome each write the row and its index entries: several
         # records per job, each tens of bytes at least.
         assert 4 <= figures["wal_records_per_job"] < 100, figures

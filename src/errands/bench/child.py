@@ -4,7 +4,8 @@ The parent starts every child, waits for each to print ``ready`` (imports
 done, database open), then writes ``go`` to all at once, so process start-up
 never counts as drain time. A child reports when it started, when its last
 outcome was written, its peak RSS, how many engine calls it made and how many
-SQL statements its connections sent (see :mod:`errands.bench.statements`).
+SQL statements its connections sent (see :mod:`errands.bench.statements`)
+and, on SQLite, how long it held the writer lock.
 
 Example (what the harness runs)::
 
@@ -115,6 +116,8 @@ async def _work(app: App, expect: int, statements: StatementCounter) -> dict[str
     calls: Counter[str] = Counter()
     last_ack = [0.0]
     count_calls(app.engine, calls, last_ack)
+    writer = getattr(app.engine, "_writer", None)  # SQLite's cross-process writer lock
+    held_before = writer.held_seconds if writer is not None else 0.0
     started = time.time()
     cpu_before, host_before = cpu_seconds(), host_busy_seconds()
     # Opening the database and checking the schema came before "go": not drain load.
@@ -138,6 +141,7 @@ async def _work(app: App, expect: int, statements: StatementCounter) -> dict[str
         idle_since = None
     outcomes = dict(node.outcomes)
     cpu_after, host_after = cpu_seconds(), host_busy_seconds()
+    held = writer.held_seconds - held_before if writer is not None else None
     await app.stop()
     return {
         "cpu_s": cpu_after - cpu_before,
@@ -148,6 +152,7 @@ async def _work(app: App, expect: int, statements: StatementCounter) -> dict[str
         "engine_calls": dict(calls),
         "sql_statements": statements.total - statements_before,
         "rss_kib": peak_rss_kib(),
+        "writer_held_s": held,
     }
 
 

@@ -257,6 +257,11 @@ def drain(
         / jobs
         * 1e6,
     }
+    held: list[float | None] = [r.get("writer_held_s") for r in reports]
+    if all(seconds is not None for seconds in held):
+        # SQLite writes one transaction at a time: the share of the drain during which
+        # some worker held the writer lock. Near 1, more processes cannot drain faster.
+        figures["writer_busy_share"] = sum(seconds or 0.0 for seconds in held) / elapsed
     if wal_before is not None and wal_after is not None:
         # The whole server's WAL while the workers ran (their start and stop included).
         figures["wal_records_per_job"] = (wal_after[0] - wal_before[0]) / jobs

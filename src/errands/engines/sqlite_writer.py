@@ -6,7 +6,7 @@ transactions a fraction of a millisecond long, a second worker process spent
 most of its time asleep while the lock was free, and adding it drained no
 faster than one process alone. Taking a ``flock`` first, writers take turns
 with a short wait instead: two worker processes drained ~17 % faster than with
-the busy handler alone (docs/benchmarks.md, measured with a blocking wait; the
+the busy handler alone (docs/benchmarks-history.md, measured with a blocking wait; the
 bounded wait below inserted as fast from two processes).
 
 The lock is a separate file beside the database (``<db>-errands.lock``), never
@@ -50,6 +50,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from types import TracebackType
 
 __all__ = ["WriterLock", "WriterLockTimeoutError"]
@@ -81,15 +82,22 @@ class WriterLock:
     Where the lock file cannot be created (a read-only folder, an in-memory
     database), it does nothing and SQLite's busy handler alone orders writers.
 
+    ``held_seconds`` adds up how long this process held it: over a drain, its
+    share of the wall time says how close the single writer is to being the
+    bottleneck (``errands bench`` reports it).
+
     Example: ``with WriterLock("jobs.db", timeout=0.5): ...``
     """
 
     def __init__(self, path: str, *, timeout: float = 10.0) -> None:
         self.path = None if path == ":memory:" else f"{path}-errands.lock"
         self.timeout = timeout
+        #: Seconds this process has held the lock so far (0 without a lock file).
+        self.held_seconds = 0.0
         self._fd: int | None = None
         self._pid = 0
         self._held = False
+        self._held_since = 0.0
         self._waiter: _Waiter | None = None
         #: A wait that timed out while the waiter still blocks on ``_fd`` for it.
         self._pending: _Turn | None = None
@@ -150,12 +158,14 @@ class WriterLock:
         if fd is not None:
             self._acquire(fd)
             self._held = True
+            self._held_since = time.perf_counter()
 
     def release(self) -> None:
         """Let the next writer in; does nothing if the lock is not held."""
         if self._held and self._fd is not None:
             self._held = False
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self.held_seconds += time.perf_counter() - self._held_since
 
     def __enter__(self) -> WriterLock:
         self.acquire()
