@@ -14,7 +14,7 @@ from errands.engines.base import Ack
 from errands.engines.pg_claim import ack_params, job_from_claim
 from errands.engines.postgres import PostgresEngine
 from errands.job import JobState
-from errands.limits import QueueLimits, RateLimit
+from errands.limits import QueueLimits, RateLimit, claim_params
 from tests.integration.postgres.conftest import EngineFactory, JobFactory
 from tests.support import POSTGRES_URL
 
@@ -313,6 +313,74 @@ def test_looking_for_cancelled_jobs_reads_only_the_running_ones(
         [[plans]] = db.execute(explain, {"ids": ids}).fetchall()
         assert _read_rows(plans[0]["Plan"]) <= 30, (analyzed, plans)
     assert engine.cancelled_jobs(ids) == [running[0].id]
+
+
+def test_looking_for_cancelled_jobs_reads_only_the_running_ones_however_many(
+    engine: PostgresEngine, new_job: JobFactory, db: psycopg.Connection[Any], pg_schema: str
+) -> None:
+    """The ids asked about are every job the node holds: hundreds on a busy node.
+    Shown 200 or more of them, the planner without statistics costed one probe
+    per id above one pass over the table and read all of it (20,500 rows here,
+    every second). The ids now reach the plan as a value it cannot see."""
+    table = sql.SQL("{}.errands_jobs").format(sql.Identifier(pg_schema))
+    db.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(table))
+    engine.insert([new_job() for _ in range(20_500)])
+    db.execute(
+        sql.SQL(
+            "UPDATE {} SET state = 'completed', attempt = 1, finished_at = now() "
+            "WHERE id NOT IN (SELECT id FROM {} ORDER BY id DESC LIMIT 500)"
+        ).format(table, table)
+    )
+    running = engine.fetch("default", 500, "p1", ["w"])
+    assert len(running) == 500
+    assert engine.cancel_job(running[0].id) is not None
+    ids = [job.id for job in running]
+    for analyzed in (False, True):
+        if analyzed:
+            db.execute(sql.SQL("ANALYZE {}").format(table))
+        explain = b"EXPLAIN (ANALYZE, FORMAT JSON) " + engine._q("cancelled_jobs")
+        [[plans]] = db.execute(explain, {"ids": ids}).fetchall()
+        # By key: each running job's two row versions (available, executing).
+        assert _read_rows(plans[0]["Plan"]) <= 1_500, (analyzed, plans)
+    assert engine.cancelled_jobs(ids) == [running[0].id]
+
+
+def test_a_rate_limited_claim_reads_only_the_starts_in_its_window(
+    engine: PostgresEngine, new_job: JobFactory, db: psycopg.Connection[Any], pg_schema: str
+) -> None:
+    """A job keeps its rate_started_at until it is pruned, so a rate-limited queue's
+    index holds every start of the last days. Counting the window's starts as a
+    join with the clock, the planner (with or without statistics, for a queue that
+    is a quarter of the table) read the queue's whole rate index and filtered it
+    afterwards: 5,000 entries for a window that held none, on every claim of the
+    queue. The window's start is now a bound of the index scan."""
+    table = sql.SQL("{}.errands_jobs").format(sql.Identifier(pg_schema))
+    db.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(table))
+    engine.insert([new_job(queue="limited" if i % 4 == 0 else "default") for i in range(20_040)])
+    db.execute(
+        sql.SQL(
+            "UPDATE {} SET state = 'completed', attempt = 1, attempted_by = 'old', "
+            "attempted_at = now() - interval '1 hour', finished_at = now(), "
+            "rate_started_at = CASE WHEN queue = 'limited' THEN now() - interval '1 hour' END "
+            "WHERE id NOT IN (SELECT id FROM {} WHERE queue = 'limited' ORDER BY id DESC LIMIT 10)"
+        ).format(table, table)
+    )
+    for limits in (
+        QueueLimits(rate_limit=RateLimit(100, 60)),
+        QueueLimits(global_limit=5, rate_limit=RateLimit(100, 60)),
+    ):
+        params = {**engine._fetch_params("limited", 10, "p1", ["w"]), **claim_params(limits, 10)}
+        del params["keys"]
+        for analyzed in (False, True):
+            if analyzed:
+                db.execute(sql.SQL("ANALYZE {}").format(table))
+            with db.transaction(force_rollback=True):
+                explain = b"EXPLAIN (ANALYZE, FORMAT JSON) " + engine._q("fetch_limited")
+                [[plans]] = db.execute(explain, params).fetchall()
+            # The claim's own few: its candidates, and the starts it rolled back.
+            assert _read_rows(plans[0]["Plan"]) <= 50, (limits, analyzed, plans)
+    limits = QueueLimits(global_limit=5, rate_limit=RateLimit(100, 60))
+    assert len(engine.fetch("limited", 10, "p1", ["w"], limits)) == 5
 
 
 def test_rescue_reads_only_executing_jobs_among_many_finished_ones(
