@@ -231,3 +231,20 @@ def test_statement_cost_probes_print_what_they_measure() -> None:
     drain_run = _statement_cost("drain", "--jobs", "300", "--pairs", "1")
     assert drain_run.returncode == 0, drain_run.stderr  # each pass asserts every job done
     assert drain_run.stdout.count("us per job (server)") == 3, drain_run.stdout
+
+
+def test_the_plan_log_probe_adds_up_a_drains_statements() -> None:
+    script = Path(__file__).parents[2] / "benchmarks" / "pg_plan_log.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--jobs", "300"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(script.parents[1])),
+    )
+    assert run.returncode == 0, run.stderr
+    assert "drained 300 jobs with 1 process(es)" in run.stdout
+    rows = {line.split()[0]: line.split()[1:] for line in run.stdout.splitlines()[2:]}
+    # The worker's claims and acks, named by their SQL files, each logged with its plan.
+    for statement in ("claim", "ack"):
+        assert statement in rows and int(rows[statement][0]) >= 1, run.stdout
