@@ -24,12 +24,13 @@ input AS (
     -- include: _ack_input
 ),
 -- The jobs of the outcomes are found by primary key (%(ids)s, the batch's ids,
--- hidden from the planner as in ack.sql) and locked, skipping rows another transaction has locked (an operator's
--- UPDATE, a rescue): waiting for them would stall the claim too. The client
--- hands the skipped ones back to the completer, whose plain ack (ack.sql) waits
--- its turn. The fence is checked on the locked rows, which nothing else can
--- change before the UPDATE; no condition on the table names the state, which
--- would steer the planner to the index of executing jobs (see ack.sql).
+-- hidden from the planner as in ack.sql) and locked, skipping rows another
+-- transaction has locked (an operator's UPDATE, a rescue): waiting for them
+-- would stall the claim too. The client hands the skipped ones back to the
+-- completer, whose plain ack (ack.sql) waits its turn. The fence is checked on
+-- the locked rows, which nothing else can change before the UPDATE; no
+-- condition on the table names the state, which would steer the planner to the
+-- index of executing jobs (see ack.sql).
 lockable AS MATERIALIZED (
     SELECT j.id, j.state, j.attempt, j.attempted_by
     FROM {schema}.errands_jobs AS j
