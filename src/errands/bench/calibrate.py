@@ -2,7 +2,7 @@
 
 Benchmark figures only compare within one machine: the same code drained
 ~22,000 jobs/s on one 2-core cloud machine and ~8,500 on another
-(docs/benchmarks.md), both sold as two cores. The CPU model name tells too
+(docs/benchmarks-history.md), both sold as two cores. The CPU model name tells too
 little, so the report prints, beside its figures, what the hot path is made
 of:
 

@@ -104,7 +104,7 @@ class PgClaim:
     #: Pending acks a producer hands to its next claim: none. The claim's rows come
     #: back only once every ack in its statement is written, while the completer
     #: writes them on another connection in parallel, which the server runs on
-    #: another core: on loopback that drains 10-15 % faster (docs/benchmarks.md).
+    #: another core: on loopback that drains 10-15 % faster (docs/benchmarks-history.md).
     #: ``ack_fetch`` stays for callers that want one round trip (a distant server).
     piggyback_max: int | None = 0
 

@@ -11,7 +11,7 @@ another, say a web process enqueueing, would visit every idle connection in
 turn, each time on a server backend whose caches had gone cold, and pay the
 pool's check-out and check-in on every call: 30-40 µs of a single enqueue's
 450-550 µs round trip and commit on the ninth session's host
-(``docs/benchmarks.md``). A caller that finds the warm connection busy waits
+(``docs/benchmarks-history.md``). A caller that finds the warm connection busy waits
 for the pool as before, and the pool never waits for the warm connection, so
 the two cannot starve each other. With ``max_size=1`` there is only the pool.
 
