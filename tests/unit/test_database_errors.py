@@ -156,6 +156,9 @@ def _as_unprivileged(fn: Callable[[], str]) -> str:
     return b"".join(chunks).decode()
 
 
+# The forked child only opens a database and exits (os._exit): no thread of the
+# parent's is needed there, which is what Python 3.12+ warns about.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_read_only_file_and_folder_give_a_clear_error(shared_dir: Path) -> None:
     import errands.engines.sqlite  # noqa: F401 - imported before a fork drops privileges
 
