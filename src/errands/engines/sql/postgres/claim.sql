@@ -6,14 +6,17 @@
 -- SKIP LOCKED lets concurrent producers claim disjoint jobs without waiting;
 -- attempt is counted here, at fetch, so a job that kills its worker still runs
 -- out of attempts. %(commit)s is 'off' unless the engine has synchronous_acks
--- (see pg_claim.py); set_config runs once, in the one-row subquery.
+-- (see pg_claim.py). set_config runs once, in a materialized CTE: as a subquery
+-- joined to the candidates it ran once per candidate row.
 -- Each job comes back as one JSON array (times as Unix seconds), which the
 -- client decodes in one call instead of column by column.
+WITH settings AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', %(commit)s::text, true) AS commit_mode
+)
 -- include: _claim_update
 FROM (
     SELECT jobs.id
-    FROM {schema}.errands_jobs AS jobs,
-         (SELECT set_config('synchronous_commit', %(commit)s::text, true)) AS settings
+    FROM {schema}.errands_jobs AS jobs, settings
     WHERE jobs.state = 'available'
       AND jobs.attempt < jobs.max_attempts  -- a spent row (written by hand) is never claimed
       AND jobs.queue = %(queue)s
