@@ -63,6 +63,26 @@ def test_drain_of_one_queue_leaves_the_others(app: errands.App) -> None:
     assert app.drain() == {"completed": 1}
 
 
+def test_a_drain_of_every_queue_asks_only_for_queues_with_jobs_ready(app: errands.App) -> None:
+    """With no queue given, each round drains the queues that have available jobs:
+    found one index look-up per queue, never by counting the finished history."""
+
+    @app.job()
+    def work(n: int) -> int:
+        return n
+
+    work.options(queue="later", schedule_in=3600).enqueue(n=4)  # scheduled: not ready
+    assert app.engine.available_queues() == []
+    work.options(queue="zeta").enqueue(n=1)
+    work.options(queue="alpha").enqueue(n=2)
+    work.options(queue="alpha").enqueue(n=3)
+    assert app.engine.available_queues() == ["alpha", "zeta"]
+    assert app.drain() == {"completed": 3}
+    assert app.engine.available_queues() == []  # completed jobs name no queue
+    work.options(queue="mid").enqueue(n=5)
+    assert app.engine.available_queues() == ["mid"]
+
+
 def test_jobs_enqueued_by_a_job_are_drained_too(app: errands.App) -> None:
     seen: list[int] = []
 

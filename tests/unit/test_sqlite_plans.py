@@ -72,3 +72,30 @@ def test_a_batch_of_completions_probes_each_job_by_rowid(tmp_path: Path, analyze
         plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + text, params))
     assert "SEARCH errands_jobs USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
     assert "SCAN errands_jobs" not in plan, plan
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["no-stats", "analyzed"])
+def test_the_queues_with_available_jobs_are_found_in_the_available_index(
+    tmp_path: Path, analyzed: bool
+) -> None:
+    """app.drain() with no queue asks each round which queues have jobs ready: one
+    search of the partial index of available jobs per queue, never the table."""
+    path = tmp_path / "plans.db"
+    engine = SQLiteEngine(str(path))
+    engine.migrate()
+    engine.close()
+    jobs = [("completed", "q1")] * 20 + [("available", "q1"), ("available", "q2")]
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            "INSERT INTO errands_jobs (state, queue, worker, inserted_at, scheduled_at)"
+            " VALUES (?, ?, 'w', 0, 0)",
+            jobs,
+        )
+        if analyzed:
+            conn.execute("ANALYZE")
+        text = load_sql("sqlite", "available_queues")
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + text)]
+        assert [row[0] for row in conn.execute(text)] == ["q1", "q2"]
+    searches = [step for step in plan if "errands_jobs" in step or step.startswith("SEARCH j")]
+    assert len(searches) == 2 and all("USING INDEX errands_jobs_fetch" in s for s in searches), plan
+    assert not any(step.startswith("SCAN errands_jobs") for step in plan), plan

@@ -288,6 +288,9 @@ class Engine(Protocol):
     def unknown_workers(self, queue: str, workers: Sequence[str]) -> list[str]:
         """Worker names of available jobs in ``queue`` that are not in ``workers``."""
 
+    def available_queues(self) -> list[str]:
+        """The queues that have jobs available now, by name."""
+
     def listen(self, wake_up: WakeUp) -> Listener | None:
         """Start calling ``wake_up(queue)`` when other processes insert; None if unsupported."""
 

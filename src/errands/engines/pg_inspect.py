@@ -86,6 +86,11 @@ class PgInspect:
             counts.setdefault(row["queue"], {})[row["state"]] = int(row["n"])
         return counts
 
+    def available_queues(self) -> list[str]:
+        """The queues that have jobs available now, by name (see ``available_queues.sql``)."""
+        rows = self._all("available_queues", {}, "looking for queues with available jobs")
+        return [row["queue"] for row in rows]
+
     def unknown_workers(self, queue: str, workers: Sequence[str]) -> list[str]:
         """Names of available jobs' workers in ``queue`` that this node does not know."""
         params = {"queue": queue, "workers": list(workers)}

@@ -82,6 +82,11 @@ class SQLiteInspect:
                 counts.setdefault(queue, {})[state] = n
         return counts
 
+    def available_queues(self) -> list[str]:
+        """The queues that have jobs available now, by name (see ``available_queues.sql``)."""
+        with self._read("looking for queues with available jobs") as conn:
+            return [row[0] for row in conn.execute(sql("available_queues")).fetchall()]
+
     def unknown_workers(self, queue: str, workers: Sequence[str]) -> list[str]:
         """Names of available jobs' workers in ``queue`` that this node does not know."""
         params = {"queue": queue, "workers": json_list(workers)}

@@ -74,7 +74,7 @@ async def drain(
         while True:
             if with_scheduled:
                 engine.stage(10_000)
-            queues = [queue] if queue is not None else sorted(engine.queue_counts())
+            queues = [queue] if queue is not None else engine.available_queues()
             ran = 0
             for name in queues:
                 for job in engine.fetch(name, _BATCH, producer, names):

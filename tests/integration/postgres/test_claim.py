@@ -358,6 +358,31 @@ def test_a_rate_limited_claim_reads_only_the_starts_in_its_window(
     assert len(engine.fetch("limited", 10, "p1", ["w"], limits)) == 5
 
 
+def test_the_queues_with_available_jobs_are_found_without_reading_the_rest(
+    engine: PostgresEngine, new_job: JobFactory, db: psycopg.Connection[Any], pg_schema: str
+) -> None:
+    """app.drain() with no queue asks each round which queues have jobs ready. It
+    counted every job by queue and state (queue_counts: the whole table); now it is
+    one look-up in the index of available jobs per queue, however many wait."""
+    table = sql.SQL("{}.errands_jobs").format(sql.Identifier(pg_schema))
+    db.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(table))
+    engine.insert([new_job(queue=f"q{i % 3}") for i in range(20_000)])
+    db.execute(
+        sql.SQL(
+            "UPDATE {} SET state = 'completed', attempt = 1, finished_at = now() "
+            "WHERE id % 100 <> 0 OR queue = 'q2'"
+        ).format(table)
+    )
+    for analyzed in (False, True):
+        if analyzed:
+            db.execute(sql.SQL("ANALYZE {}").format(table))
+        explain = b"EXPLAIN (ANALYZE, FORMAT JSON) " + engine._q("available_queues")
+        [[plans]] = db.execute(explain).fetchall()
+        # 133 jobs wait in q0 and q1: three look-ups, the last finding nothing past q1.
+        assert _read_rows(plans[0]["Plan"]) <= 10, (analyzed, plans)
+    assert engine.available_queues() == ["q0", "q1"]
+
+
 def test_rescue_reads_only_executing_jobs_among_many_finished_ones(
     engine: PostgresEngine, new_job: JobFactory, db: psycopg.Connection[Any], pg_schema: str
 ) -> None:
