@@ -47,7 +47,7 @@ from errands.unique import conflict_params, resolving
 if TYPE_CHECKING:
     from errands.engines.postgres import PostgresEngine
 
-__all__ = ["ainsert_on", "insert_cron", "insert_on", "insert_one_own", "insert_plan"]
+__all__ = ["ainsert_on", "insert_cron", "insert_on", "insert_own", "insert_plan"]
 
 #: Jobs per ``unnest`` statement; bigger batches are split, inside one transaction.
 CHUNK = 10_000
@@ -91,10 +91,11 @@ def insert_plan(engine: PostgresEngine, jobs: Sequence[NewJob], *, copy_ok: bool
 
     ``copy_ok``: the connection can take a COPY (:func:`~errands.engines.pg_copy.copyable`).
     """
+    single = _single_plain(jobs)
+    if single is not None:
+        return Plan(_one_steps(engine, single), atomic=False)
     if any(job.unique_hash is not None for job in jobs):
         return Plan(_unique_steps(engine, jobs), atomic=True)
-    if len(jobs) == 1:
-        return Plan(_one_steps(engine, jobs[0]), atomic=False)
     if len(jobs) >= COPY_MIN and copy_ok:
         return copy_plan(engine, jobs)
     # One statement is atomic by itself; several chunks must commit together.
@@ -121,18 +122,29 @@ def _one_steps(engine: PostgresEngine, job: NewJob) -> Steps:
     return [_job(job, row)]
 
 
-def insert_one_own(engine: PostgresEngine, conn: psycopg.Connection[Any], job: NewJob) -> Job:
-    """Insert one checked job without a unique key on one of the engine's own connections.
+def _single_plain(jobs: Sequence[NewJob]) -> NewJob | None:
+    """The job, when ``jobs`` is one job without a unique key: one ``insert_one``."""
+    return jobs[0] if len(jobs) == 1 and jobs[0].unique_hash is None else None
 
-    The statement :func:`insert_plan` picks for such a job, sent directly: a
-    single enqueue is one round trip, and the plan's generator and context
-    managers cost a few percent of it.
+
+def insert_own(
+    engine: PostgresEngine, conn: psycopg.Connection[Any], jobs: Sequence[NewJob]
+) -> list[Job]:
+    """Insert checked jobs on one of the engine's own pooled connections (autocommit).
+
+    A single plain job gets the statement :func:`insert_plan` would pick, sent
+    directly on a kept cursor: a single enqueue is one round trip, and the
+    plan's generator and context managers cost a few percent of it. Anything
+    else runs its plan (:func:`insert_on`).
     """
+    single = _single_plain(jobs)
+    if single is None:
+        return insert_on(engine, conn, jobs)
     cur = _kept_cursor(conn)
-    cur.execute(engine._q("insert_one"), _one_params(engine, job))
+    cur.execute(engine._q("insert_one"), _one_params(engine, single))
     row = cur.fetchone()
     assert row is not None  # INSERT ... RETURNING one row
-    return _job(job, row)
+    return [_job(single, row)]
 
 
 def _array_steps(engine: PostgresEngine, jobs: Sequence[NewJob]) -> Steps:

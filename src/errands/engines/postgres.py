@@ -228,9 +228,7 @@ class PostgresEngine(PgClaim, PgControl, PgInspect):
             check_storable(job)
         if conn is None:
             with self._pool.connection("inserting jobs") as own:
-                if len(jobs) == 1 and jobs[0].unique_hash is None:
-                    return [pg_insert.insert_one_own(self, own, jobs[0])]
-                return pg_insert.insert_on(self, own, jobs)
+                return pg_insert.insert_own(self, own, jobs)
         raw = driver_connection(conn)
         try:
             return pg_insert.insert_on(self, raw, jobs)
