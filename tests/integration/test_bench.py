@@ -159,14 +159,14 @@ def test_sqlite_statements_are_counted_one_per_executed_statement(tmp_path: Path
 
         before = statements.total
         claimed = engine.fetch(BENCH_QUEUE, 3, "p1", ["bench.noop"])
-        # The probe SELECT, BEGIN IMMEDIATE, the claim UPDATE, COMMIT.
-        assert (len(claimed), statements.total - before) == (3, 4)
+        # The probe SELECT, BEGIN IMMEDIATE, the claim UPDATE, COMMIT, reading the jobs.
+        assert (len(claimed), statements.total - before) == (3, 5)
 
         before = statements.total
         acks = [Ack(job.id, job.attempt, "p1", JobState.COMPLETED) for job in claimed]
         applied, more, _ = engine.ack_fetch(acks, BENCH_QUEUE, 2, "p1", ["bench.noop"])
-        # BEGIN IMMEDIATE, one UPDATE for the three completions, the claim, COMMIT.
-        assert (applied, len(more), statements.total - before) == (3, 2, 4)
+        # BEGIN IMMEDIATE, one UPDATE for the three completions, the claim, COMMIT, the read.
+        assert (applied, len(more), statements.total - before) == (3, 2, 5)
 
         before = statements.total
         retry = Ack(more[0].id, more[0].attempt, "p1", JobState.RETRYABLE, scheduled_at=1.0)

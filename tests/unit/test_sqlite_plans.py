@@ -99,3 +99,30 @@ def test_the_queues_with_available_jobs_are_found_in_the_available_index(
     searches = [step for step in plan if "errands_jobs" in step or step.startswith("SEARCH j")]
     assert len(searches) == 2 and all("USING INDEX errands_jobs_fetch" in s for s in searches), plan
     assert not any(step.startswith("SCAN errands_jobs") for step in plan), plan
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["no-stats", "analyzed"])
+def test_claimed_jobs_are_read_back_by_rowid(tmp_path: Path, analyzed: bool) -> None:
+    """claimed_jobs.sql probes each claimed id, not the queue's executing jobs.
+
+    The read runs after every claim: walking the partial index of executing jobs
+    instead would read every job the queue's nodes hold, for each claim.
+    """
+    path = tmp_path / "plans.db"
+    engine = SQLiteEngine(str(path))
+    engine.migrate()
+    engine.close()
+    jobs = [("completed", 1.0)] * 10 + [("executing", None)] * 5 + [("available", None)] * 5
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            "INSERT INTO errands_jobs (state, queue, worker, inserted_at, scheduled_at,"
+            " finished_at, attempt, attempted_by) VALUES (?, 'q', 'w', 0, 0, ?, 1, 'p')",
+            jobs,
+        )
+        if analyzed:
+            conn.execute("ANALYZE")
+        text = load_sql("sqlite", "claimed_jobs")
+        params = {"ids": json.dumps(list(range(11, 16))), "producer": "p"}
+        plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + text, params))
+    assert "SEARCH errands_jobs USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
+    assert "errands_jobs_executing_queue" not in plan, plan

@@ -34,10 +34,12 @@ from errands.engines.sqlite_inspect import SQLiteInspect
 from errands.engines.sqlite_listen import DataVersionListener, driver_connection
 from errands.engines.sqlite_liveness import SQLiteLiveness
 from errands.engines.sqlite_util import (
+    Claimed,
     apply_acks,
-    claim_rows,
+    claim,
     job_from_claim,
     json_list,
+    read_claimed,
     require_sqlite,
     sql,
 )
@@ -249,12 +251,12 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect, SQLiteLiveness):
             if limits is not None:
                 return self._fetch_limited(params, limits)
             with self._write("claiming jobs") as conn:
-                rows = claim_rows(conn, sql("fetch"), params)
-            if len(rows) == limit:
+                claimed = claim(conn, sql("fetch"), params)
+            if len(claimed) == limit:
                 self._backlogged.add(queue)
             else:
                 self._backlogged.discard(queue)
-        return self._runnable(rows, producer)
+            return self._take(claimed, producer)
 
     def _claim_params(
         self, queue: str, limit: int, producer: str, workers: Sequence[str]
@@ -267,12 +269,32 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect, SQLiteLiveness):
             "now": time.time(),
         }
 
-    def _runnable(self, rows: Sequence[sqlite3.Row], producer: str) -> list[Job]:
-        """The claimed rows' jobs; a row that cannot run is discarded (see ``claimed_jobs``)."""
+    def _take(self, claimed: Sequence[Claimed], producer: str) -> list[Job]:
+        """The jobs a committed claim took, read outside the write lock (``claimed_jobs.sql``).
+
+        A row that cannot run is discarded (see ``claimed_jobs``). If the read
+        fails, the claim is handed back (``release.sql``) before the error is
+        raised, so its jobs do not wait in ``executing`` for this producer to stop.
+        """
+        if not claimed:
+            return []
+        try:
+            with self._read("reading claimed jobs") as conn:
+                rows = read_claimed(conn, claimed, producer)
+        except DatabaseError:
+            self._hand_back(claimed, producer)
+            raise
         jobs, rejects = claimed_jobs(rows, producer, job_from_claim)
         if rejects:
             self.ack(rejects)
         return jobs
+
+    def _hand_back(self, claimed: Sequence[Claimed], producer: str) -> int:
+        params = [
+            {"id": job_id, "attempt": attempt, "producer": producer} for job_id, attempt in claimed
+        ]
+        with self._write("handing back claimed jobs") as conn:
+            return conn.executemany(sql("release"), params).rowcount
 
     def ack(self, acks: Sequence[Ack]) -> int:
         """Apply outcomes in one transaction; stale acks match no row."""
@@ -285,9 +307,7 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect, SQLiteLiveness):
         """Make claimed jobs that never started available again (see :class:`Engine`)."""
         if not jobs:
             return 0
-        params = [{"id": job.id, "attempt": job.attempt, "producer": producer} for job in jobs]
-        with self._write("handing back claimed jobs") as conn:
-            return conn.executemany(sql("release"), params).rowcount
+        return self._hand_back([(job.id, job.attempt) for job in jobs], producer)
 
     def ack_fetch(
         self, acks: Sequence[Ack], queue: str, limit: int, producer: str, workers: Sequence[str]
@@ -302,8 +322,8 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect, SQLiteLiveness):
         params = self._claim_params(queue, limit, producer, workers)
         with self._write("recording outcomes and claiming jobs") as conn:
             applied = apply_acks(conn, acks) if acks else 0
-            rows = claim_rows(conn, sql("fetch"), params)
-        return applied, self._runnable(rows, producer), []
+            claimed = claim(conn, sql("fetch"), params)
+        return applied, self._take(claimed, producer), []
 
     def stage(self, limit: int) -> list[str]:
         """Make due jobs available; return the distinct queues touched."""

@@ -21,8 +21,8 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from errands.engines.base import Ack, QueueState
-from errands.engines.rows import claimed_jobs
-from errands.engines.sqlite_util import claim_rows, job_from_claim, json_list, sql
+from errands.engines.sqlite_util import Claimed, claim, json_list, sql
+from errands.job import Job
 from errands.limits import MAX_KEYS, LimitedClaim, QueueLimits, claim_params
 
 __all__ = ["SQLiteControl"]
@@ -57,6 +57,8 @@ class SQLiteControl:
 
         def ack(self, acks: Sequence[Ack]) -> int: ...
 
+        def _take(self, claimed: Sequence[Claimed], producer: str) -> list[Job]: ...
+
     def _fetch_limited(self, params: dict[str, Any], limits: QueueLimits) -> LimitedClaim:
         """Claim within the queue's global/rate limits (jobs are known to be available).
 
@@ -66,27 +68,24 @@ class SQLiteControl:
         the lock is held, so a claimer that waited neither records an old start
         nor counts an old window.
         """
-        claim = {**params, **claim_params(limits, params["limit"])}
+        limited = {**params, **claim_params(limits, params["limit"])}
         # Eight JSON paths (the last one repeated): see fetch_limited.sql.
-        paths = [f"$.{key}" for key in claim.pop("keys")] or ["$"]
+        paths = [f"$.{key}" for key in limited.pop("keys")] or ["$"]
         for i in range(1, MAX_KEYS + 1):
-            del claim[f"key{i}"]
-            claim[f"path{i}"] = paths[min(i, len(paths)) - 1]
+            del limited[f"key{i}"]
+            limited[f"path{i}"] = paths[min(i, len(paths)) - 1]
         per = None if limits.rate_limit is None else limits.rate_limit.per
         with self._read("looking for jobs within limits") as conn:
-            _clock(claim, per)
-            if conn.execute(sql("claimable"), claim).fetchone() is None:
+            _clock(limited, per)
+            if conn.execute(sql("claimable"), limited).fetchone() is None:
                 return LimitedClaim(blocked=True)
         with self._write("claiming jobs") as conn:
-            _clock(claim, per)
-            rows = claim_rows(conn, sql("fetch_limited"), claim)
-            blocked = len(rows) < params["limit"] and (
+            _clock(limited, per)
+            claimed = claim(conn, sql("fetch_limited"), limited)
+            blocked = len(claimed) < params["limit"] and (
                 conn.execute(sql("has_available"), params).fetchone() is not None
             )
-        jobs, rejects = claimed_jobs(rows, params["producer"], job_from_claim)
-        if rejects:
-            self.ack(rejects)
-        return LimitedClaim(jobs, blocked=blocked)
+        return LimitedClaim(self._take(claimed, params["producer"]), blocked=blocked)
 
     # -- queue control ------------------------------------------------------------
     def queue_states(self) -> list[QueueState]:

@@ -18,17 +18,22 @@ from errands.job import STATES_BY_VALUE, Job, JobState
 
 __all__ = [
     "MIN_SQLITE",
+    "Claimed",
     "apply_acks",
-    "claim_rows",
+    "claim",
     "dict_rows",
     "job_from_claim",
     "json_list",
+    "read_claimed",
     "require_sqlite",
     "sql",
 ]
 
 
 _SQL: dict[str, str] = {}
+
+#: One job a claim took: ``(id, attempt)``.
+Claimed = tuple[int, int]
 
 #: The oldest SQLite the queries run on: claims use ``UPDATE ... RETURNING`` (3.35).
 MIN_SQLITE = (3, 35, 0)
@@ -67,11 +72,27 @@ def json_list(values: Sequence[Any]) -> str:
     return orjson.dumps(list(values)).decode()
 
 
-def claim_rows(
-    conn: sqlite3.Connection, query: str, params: Mapping[str, Any]
+def claim(conn: sqlite3.Connection, query: str, params: Mapping[str, Any]) -> list[Claimed]:
+    """Run a claim (``fetch.sql``, ``fetch_limited.sql``) in the open write transaction.
+
+    Returns the ``(id, attempt)`` of each job it took; read the jobs themselves
+    with :func:`read_claimed` once the transaction has committed.
+    """
+    return conn.execute(query, params).fetchall()  # conn.execute: what the bench's counter sees
+
+
+def read_claimed(
+    conn: sqlite3.Connection, claimed: Sequence[Claimed], producer: str
 ) -> list[sqlite3.Row]:
-    """The rows of a claim (``_claimed_row.sql``), readable by position and by name."""
-    cursor = conn.execute(query, params)  # conn.execute: what the bench's counter sees
+    """The rows (``_claimed_row.sql``) of the jobs a claim took, in claim order.
+
+    Only ``producer``'s executing attempts: a job cancelled since the claim is
+    left out. Rows are readable by position and by name.
+
+    Example: ``read_claimed(conn, claim(conn, sql("fetch"), params), "p1")``
+    """
+    ids = orjson.dumps([job_id for job_id, _ in claimed]).decode()
+    cursor = conn.execute(sql("claimed_jobs"), {"ids": ids, "producer": producer})
     cursor.row_factory = sqlite3.Row  # applies to the rows fetched from here on
     return cursor.fetchall()
 
@@ -79,7 +100,7 @@ def claim_rows(
 def job_from_claim(row: Sequence[Any]) -> Job:
     """A :class:`Job` from one claimed row (raises if it cannot be decoded).
 
-    Example: ``job_from_claim(claim_rows(conn, sql("fetch"), params)[0])``
+    Example: ``job_from_claim(read_claimed(conn, claimed, "p1")[0])``
     """
     (job_id, attempt, worker, queue, state, priority, max_attempts, timeout, inserted_at,
      scheduled_at, attempted_at, finished_at, attempted_by, data) = row  # fmt: skip

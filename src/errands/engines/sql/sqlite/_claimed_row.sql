@@ -1,4 +1,4 @@
--- What a claim returns per job (fetch.sql, fetch_limited.sql, after RETURNING): the
+-- What a claim returns per job (claimed_jobs.sql, after SELECT): the
 -- plain columns, then the five JSON columns joined into one JSON array, which the
 -- client decodes in one orjson call instead of five (about 5 us a job less).
 -- Each stored piece passed its CHECK (json_valid), so the array has exactly five

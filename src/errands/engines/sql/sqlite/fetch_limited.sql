@@ -26,5 +26,4 @@ WHERE id IN (
     ORDER BY priority, scheduled_at, id
     LIMIT :limit
 )
-RETURNING
--- include: _claimed_row
+RETURNING id, attempt  -- the jobs themselves: claimed_jobs.sql, after COMMIT
