@@ -41,7 +41,7 @@ from errands.bench.run import bench_command
 from errands.cli_control import COMMANDS as CONTROL_COMMANDS
 from errands.cli_read import READ_COMMANDS
 from errands.cli_render import out_console
-from errands.cli_worker import hard_exit, queue_list, run_worker, supervise
+from errands.cli_worker import check_pin_cpus, hard_exit, queue_list, run_worker, supervise
 from errands.config import mask_url, parse_database_url
 from errands.demo import MIN_JOBS, DemoTimings, run_demo
 from errands.errors import ErrandsError, UnknownWorkerError
@@ -231,6 +231,12 @@ def cli(ctx: click.Context, app_spec: str | None, database_url: str | None) -> N
     help="Run N worker processes under one supervisor (every core).",
 )
 @click.option(
+    "--pin-cpus",
+    is_flag=True,
+    envvar="ERRANDS_PIN_CPUS",
+    help="Run each worker process on one core of its own (Linux; see docs/multi-node.md).",
+)
+@click.option(
     "--grace",
     type=click.FloatRange(min=0),
     metavar="SECONDS",
@@ -248,6 +254,7 @@ def worker(
     queue_names: str | None,
     concurrency: int | None,
     processes: int,
+    pin_cpus: bool,
     grace: float | None,
     log_level: str,
 ) -> None:
@@ -261,6 +268,8 @@ def worker(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     queues = queue_list(queue_names)
+    if pin_cpus:
+        check_pin_cpus()  # in the supervisor too: not N children failing one by one
     app = state.open(needs_app="worker")
     if processes > 1:
         assert state.app_spec is not None  # open(needs_app=...) refused otherwise
@@ -269,12 +278,15 @@ def worker(
             processes,
             queue_names=queue_names,
             concurrency=concurrency,
+            pin_cpus=pin_cpus,
             grace=grace,
             log_level=log_level,
         )
         state.close()
         sys.exit(code)
-    run_worker(app, queues, concurrency=concurrency, grace=grace, console=out_console())
+    run_worker(
+        app, queues, concurrency=concurrency, pin_cpus=pin_cpus, grace=grace, console=out_console()
+    )
     state.close()
     hard_exit(0)
 

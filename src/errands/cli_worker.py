@@ -23,11 +23,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from errands.app import App
+from errands.errors import ConfigError
+from errands.runtime.affinity import check_supported, pin_worker, worker_index
 from errands.runtime.ready import ReadyPipe
 from errands.runtime.startup import start_when_reachable
 from errands.runtime.supervisor import Supervisor
 
-__all__ = ["hard_exit", "queue_list", "run_worker", "supervise"]
+__all__ = ["check_pin_cpus", "hard_exit", "queue_list", "run_worker", "supervise"]
 
 log = logging.getLogger("errands.cli")
 
@@ -45,6 +47,14 @@ def queue_list(value: str | None) -> list[str] | None:
             f"expected queue names separated by commas, got {value!r}", param_hint="--queues"
         )
     return names
+
+
+def check_pin_cpus() -> None:
+    """``--pin-cpus`` where this system cannot pin processes: a usage error naming it."""
+    try:
+        check_supported()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def hard_exit(code: int) -> None:
@@ -123,6 +133,7 @@ def run_worker(
     concurrency: int | None,
     grace: float | None,
     console: Console,
+    pin_cpus: bool = False,
 ) -> None:
     """Run ``app``'s queues in this process until SIGTERM/SIGINT; print a summary.
 
@@ -130,7 +141,13 @@ def run_worker(
     :func:`~errands.runtime.startup.start_when_reachable`); other start-up
     errors are raised. Under ``--processes N``, tells the supervisor once the
     node is about to claim its first job (see :mod:`errands.runtime.ready`).
+    With ``pin_cpus``, first pins this process to a core of its own (see
+    :mod:`errands.runtime.affinity`).
     """
+    if pin_cpus:
+        check_pin_cpus()
+        core = pin_worker(worker_index())
+        log.info("worker process %d pinned to core %d", worker_index(), core)
     ready = ReadyPipe.from_env()  # set when a supervisor started this process
     if concurrency is not None:
         chosen = queues if queues is not None else list(app.queues)
@@ -156,10 +173,13 @@ def supervise(
     concurrency: int | None,
     grace: float | None,
     log_level: str,
+    pin_cpus: bool = False,
 ) -> int:
     """Run ``processes`` copies of this worker command; return the worst exit code."""
     command = [sys.executable, "-m", "errands", "--app", app_spec, "worker"]
     command += ["--log-level", log_level]
+    if pin_cpus:
+        command.append("--pin-cpus")  # each child pins itself, by its ERRANDS_WORKER_INDEX
     if queue_names is not None:
         command += ["--queues", queue_names]
     if concurrency is not None:

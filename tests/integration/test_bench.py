@@ -85,6 +85,16 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     assert two["jobs_s"] / two["one_process_jobs_s"] == pytest.approx(two["speedup_vs_one_process"])
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="--pin-cpus is Linux only")
+def test_a_pinned_drain_runs_each_worker_process_on_one_core(tmp_path: Path) -> None:
+    target = Target.sqlite(str(tmp_path / "bench.db"))
+    free = drain(target, jobs=200, processes=2)
+    pinned = drain(target, jobs=200, processes=2, pin_cpus=True)
+    assert free["cores_per_process"] == len(os.sched_getaffinity(0))
+    assert pinned["cores_per_process"] == 1
+    assert pinned["jobs_s"] > 0
+
+
 @pytest.mark.parametrize("engine", ["sqlite", "postgres"])
 def test_enqueue_measures_the_bare_insert_beside_errands(engine: str, tmp_path: Path) -> None:
     if engine == "sqlite":

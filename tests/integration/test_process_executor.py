@@ -27,6 +27,7 @@ import pytest
 import errands
 from errands.cli import load_app
 from errands.runtime import claim_ahead
+from errands.runtime.affinity import core_for
 from errands.runtime.node import Node
 from errands.runtime.process_child import resolve_import_path
 from tests.support import wait_for
@@ -67,6 +68,14 @@ JOB_MODULE = textwrap.dedent(
     @app.job(queue="cpu")
     async def on_loop() -> int:
         return os.getpid()
+
+    @app.job(queue="cpu")
+    def cores() -> list:
+        return sorted(os.sched_getaffinity(0))
+
+    @app.job(queue="cpu")
+    async def loop_cores() -> list:
+        return sorted(os.sched_getaffinity(0))
 
     @app.job(queue="cpu")
     def spin(cpu_seconds: float) -> dict:
@@ -394,6 +403,59 @@ def test_errands_worker_runs_process_queues_with_the_app_from_dash_dash_app(
     pids = {job.result for job in done}
     assert not pids & {worker.pid, os.getpid()}, "sync jobs ran in the worker's children"
     wait_for(lambda: not any(pid_exists(pid) for pid in pids), 10)
+
+
+def _run_worker(jobs: ModuleType, tmp_path: Path, *options: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    command = [sys.executable, "-m", "errands", "--app", f"{jobs.__name__}:app", "worker"]
+    return subprocess.Popen(
+        [*command, "--queues", "cpu", *options],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _results(
+    jobs: ModuleType, worker: subprocess.Popen[bytes], ids: list[int]
+) -> tuple[list[Any], str]:
+    """Wait for the jobs, stop the worker: the jobs' results in order, and its error output."""
+    try:
+        wait_for(lambda: settled(jobs.app, ids), 60)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+    log = err.decode(errors="replace")
+    assert worker.returncode == 0, log[-2000:]
+    done = [jobs.app.get_job(i) for i in ids]
+    assert all(job is not None and job.state == "completed" for job in done), log[-2000:]
+    return [job.result for job in done if job is not None], log
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="--pin-cpus is Linux only")
+def test_a_pinned_worker_runs_on_one_core_and_its_children_on_every_core(
+    jobs: ModuleType, tmp_path: Path
+) -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    worker = _run_worker(jobs, tmp_path, "--pin-cpus")
+    ids = [jobs.loop_cores.enqueue().id, jobs.cores.enqueue().id]
+    (on_loop, in_child), _ = _results(jobs, worker, ids)
+    assert on_loop == [core_for(0, allowed)], "the worker process itself is pinned"
+    assert in_child == allowed, "process-executor children get every core back"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="--pin-cpus is Linux only")
+def test_each_supervised_worker_process_is_pinned_to_its_own_core(
+    jobs: ModuleType, tmp_path: Path
+) -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    worker = _run_worker(jobs, tmp_path, "--processes", "2", "--pin-cpus")
+    ids = [job.id for job in jobs.app.enqueue_many([jobs.loop_cores.new() for _ in range(20)])]
+    results, log = _results(jobs, worker, ids)
+    assert f"worker process 0 pinned to core {core_for(0, allowed)}" in log, log[-2000:]
+    assert f"worker process 1 pinned to core {core_for(1, allowed)}" in log, log[-2000:]
+    assert {tuple(cores) for cores in results} <= {(core_for(0, allowed),), (core_for(1, allowed),)}
 
 
 KINDS = ["value", "snooze", "cancel", "discard", "unjson", "exit", "boom"]

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from errands.app import App
 from errands.bench.jobs import BENCH_QUEUE, env_app
 from errands.bench.statements import StatementCounter, count_statements
+from errands.runtime.affinity import pin_worker, worker_index
 
 __all__ = ["count_calls", "cpu_seconds", "host_busy_seconds", "peak_rss_kib"]
 
@@ -153,6 +154,7 @@ async def _work(app: App, expect: int, statements: StatementCounter) -> dict[str
         "sql_statements": statements.total - statements_before,
         "rss_kib": peak_rss_kib(),
         "writer_held_s": held,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
     }
 
 
@@ -164,6 +166,8 @@ def _uncounted(statements: StatementCounter, read: Callable[[], T]) -> T:
 
 def main() -> None:
     """Entry point of ``python -m errands.bench.child``."""
+    if os.environ.get("ERRANDS_BENCH_PIN_CPUS"):
+        pin_worker(worker_index())  # before any thread starts, as errands worker --pin-cpus
     app = env_app()
     # Counting starts before the first connection opens: SQLite counts only new ones.
     with count_statements(app.engine.dialect) as statements:

@@ -46,7 +46,7 @@ def _scale(quick: bool, full: int) -> int:
     return max(full // 10, 100) if quick else full
 
 
-def _two_processes(target: Target, jobs: int) -> dict[str, float]:
+def _two_processes(target: Target, jobs: int, *, pin_cpus: bool = False) -> dict[str, float]:
     """Two worker processes, and their speed-up over one drained just before.
 
     The target is a ratio, so each run measures both sides back to back: on a
@@ -59,9 +59,12 @@ def _two_processes(target: Target, jobs: int) -> dict[str, float]:
     at which the two processes and the database together would keep every core
     busy at the CPU per job they spent, and ``of_cpu_ceiling``, how much of it
     they reached (near 1: the cores, not errands, set the speed).
+
+    With ``pin_cpus`` both drains run as ``errands worker --pin-cpus`` would:
+    each worker process on a core of its own, the one process included.
     """
-    one = drain(target, jobs=jobs, concurrency=10)
-    two = drain(target, jobs=jobs, concurrency=10, processes=2)
+    one = drain(target, jobs=jobs, concurrency=10, pin_cpus=pin_cpus)
+    two = drain(target, jobs=jobs, concurrency=10, processes=2, pin_cpus=pin_cpus)
     ceiling = (os.cpu_count() or 1) * 1e6 / two["host_cpu_us_per_job"]
     return {
         **two,
@@ -83,6 +86,10 @@ WORKLOADS = [
         lambda t, q: drain(t, jobs=_scale(q, 20_000), concurrency=10, worker="bench.anoop"),
     ),
     Workload("drain c=10 x2 processes", lambda t, q: _two_processes(t, _scale(q, 20_000))),
+    Workload(
+        "drain c=10 x2 processes pinned",
+        lambda t, q: _two_processes(t, _scale(q, 20_000), pin_cpus=True),
+    ),
     Workload("latency 50/s", lambda t, q: latency(t, jobs=_scale(q, 500), rate=50.0)),
     Workload(
         "io 100ms c=100",
@@ -163,6 +170,8 @@ def bench(
     console.print("errands benchmark: " + "; ".join(f"{k} {v}" for k, v in env.items()))
     console.print(f"runs per figure: {runs}; median shown; quick={quick}")
     chosen = [w for w in WORKLOADS if workloads is None or w.name in workloads]
+    if not hasattr(os, "sched_setaffinity"):  # --pin-cpus is Linux only
+        chosen = [w for w in chosen if not w.name.endswith(" pinned")]
     results: dict[str, Any] = {"environment": env, "runs": runs, "quick": quick, "figures": []}
     table = Table("workload", "engine", "figure", "median", "all runs")
     for workload in chosen:

@@ -156,12 +156,12 @@ def _run_children(target: Target, processes: int, env: dict[str, str]) -> list[d
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "errands.bench.child"],
-            env=target.env(**env),
+            env=target.env(**env, ERRANDS_WORKER_INDEX=str(index)),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        for _ in range(processes)
+        for index in range(processes)
     ]
     try:
         for child in children:
@@ -224,16 +224,19 @@ def drain(
     worker: str = "bench.noop",
     args: dict[str, Any] | None = None,
     executor: str = "thread",
+    pin_cpus: bool = False,
 ) -> dict[str, float]:
-    """Drain ``jobs`` pre-inserted jobs with ``processes`` workers at ``concurrency`` each."""
+    """Drain ``jobs`` pre-inserted jobs with ``processes`` workers at ``concurrency`` each.
+
+    ``pin_cpus``: each worker process on a core of its own, as ``errands worker --pin-cpus``.
+    """
     target.reset()
     _insert(target, worker, jobs, args or {})
     wal_before = _wal(target)
-    reports = _run_children(
-        target,
-        processes,
-        {"ERRANDS_BENCH_LIMIT": str(concurrency), "ERRANDS_BENCH_EXECUTOR": executor},
-    )
+    env = {"ERRANDS_BENCH_LIMIT": str(concurrency), "ERRANDS_BENCH_EXECUTOR": executor}
+    if pin_cpus:
+        env["ERRANDS_BENCH_PIN_CPUS"] = "1"
+    reports = _run_children(target, processes, env)
     wal_after = _wal(target)
     done = sum(r["outcomes"].get("completed", 0) for r in reports)
     if done != jobs:
@@ -257,6 +260,9 @@ def drain(
         / jobs
         * 1e6,
     }
+    cores = [r["cores"] for r in reports if r.get("cores") is not None]
+    if cores:  # 1 under pin_cpus: the setting, printed beside the figures it gave
+        figures["cores_per_process"] = sum(cores) / len(cores)
     held: list[float | None] = [r.get("writer_held_s") for r in reports]
     if all(seconds is not None for seconds in held):
         # SQLite writes one transaction at a time: the share of the drain during which

@@ -43,6 +43,7 @@ import orjson
 from errands.engines.base import Ack
 from errands.errors import ConfigError, UnknownWorkerError
 from errands.job import Job, JobState
+from errands.runtime.affinity import unpinned_cpus
 from errands.runtime.executor import classify
 from errands.worker import Worker, _current_job, module_name
 
@@ -226,11 +227,18 @@ def run_in_child(app: App, message: bytes) -> bytes:
     )
 
 
-def child_main(conn: Connection, import_path: str, parent: int) -> None:
+def child_main(
+    conn: Connection, import_path: str, parent: int, cpus: frozenset[int] | None = None
+) -> None:
     """The main loop of one child: import the app, then run jobs until told to stop.
+
+    ``cpus``: the cores the node could use before ``--pin-cpus`` pinned it to
+    one; the child runs CPU-bound jobs, so it takes them all back.
 
     Example: ``context.Process(target=child_main, args=(conn, "jobs:app", os.getpid()))``
     """
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
@@ -279,7 +287,10 @@ class ChildProcess:
         """Start a child and wait until it imported the app (blocking: call it off the loop)."""
         parent_conn, child_conn = context.Pipe()
         process = context.Process(
-            target=child_main, args=(child_conn, import_path, os.getpid()), name=name, daemon=True
+            target=child_main,
+            args=(child_conn, import_path, os.getpid(), unpinned_cpus()),
+            name=name,
+            daemon=True,
         )
         with _start_lock:
             process.start()

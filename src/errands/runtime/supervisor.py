@@ -50,6 +50,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from errands.runtime.affinity import WORKER_INDEX_ENV
 from errands.runtime.ready import READY_FD_ENV
 
 __all__ = [
@@ -150,7 +151,8 @@ class Supervisor:
         read_fd, write_fd = os.pipe()  # both non-inheritable; pass_fds hands the child one
         try:
             os.set_blocking(read_fd, False)
-            env = dict(os.environ, ERRANDS_WORKER_INDEX=str(index))
+            env = dict(os.environ)
+            env[WORKER_INDEX_ENV] = str(index)  # which core under --pin-cpus
             env[READY_FD_ENV] = str(write_fd)
             child = subprocess.Popen(self.command, env=env, pass_fds=(write_fd,))  # noqa: S603
         except BaseException:

@@ -1,0 +1,122 @@
+"""Pin a worker process to one CPU core of its own: ``errands worker --pin-cpus``.
+
+A worker process runs its loop, its job threads and its database calls under
+one GIL. Left free, Linux spreads those threads over every core, and each hand
+of the GIL from one thread to another then wakes a thread on another core:
+on a 2-core host, a SQLite drain of no-op jobs ran at 47,500 jobs/s with its
+threads spread and 54,900 with them on one core, and two worker processes
+drained 20 % faster each on a core of its own (docs/benchmarks.md).
+
+Worker process number ``i`` (``ERRANDS_WORKER_INDEX``, set by the supervisor
+of ``--processes N``; 0 for a single worker) runs on the ``i``-th core it is
+allowed to use, counting round the allowed cores when there are more
+processes than cores. Every thread of the process is pinned, and so is every
+thread and program it starts afterwards: a job that runs a multi-threaded
+library or a subprocess gets that one core too, which is why pinning is
+opt-in. The process executor's children are the exception: they get back
+every core the worker was allowed before pinning (see
+:mod:`errands.runtime.process_child`), since CPU-bound jobs are what they are for.
+
+Linux only (``os.sched_setaffinity``); elsewhere :func:`pin_worker` raises
+:class:`~errands.errors.ConfigError`.
+
+Example::
+
+    core = pin_worker(worker_index())
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Collection
+
+from errands.errors import ConfigError
+
+__all__ = [
+    "WORKER_INDEX_ENV",
+    "check_supported",
+    "core_for",
+    "pin_worker",
+    "unpinned_cpus",
+    "worker_index",
+]
+
+#: The environment variable holding a supervised worker process's number (0..N-1).
+WORKER_INDEX_ENV = "ERRANDS_WORKER_INDEX"
+
+#: The cores this process could use before :func:`pin_worker` (None: not pinned).
+_unpinned: frozenset[int] | None = None
+
+
+def worker_index() -> int:
+    """This worker process's number under a supervisor; 0 when it runs alone.
+
+    Example: ``worker_index()  # 1 in the second child of --processes 2``
+    """
+    value = os.environ.get(WORKER_INDEX_ENV, "0")
+    try:
+        return max(0, int(value))
+    except ValueError:
+        raise ConfigError(
+            f"{WORKER_INDEX_ENV} must be a whole number (the supervisor sets it), got {value!r}"
+        ) from None
+
+
+def core_for(index: int, cpus: Collection[int]) -> int:
+    """The core worker process ``index`` runs on: the allowed cores in order, in turn.
+
+    Example: ``core_for(3, {0, 1, 2})  # 0``
+    """
+    if not cpus:
+        raise ConfigError("--pin-cpus: this process may run on no core at all")
+    ordered = sorted(cpus)
+    return ordered[index % len(ordered)]
+
+
+def check_supported() -> None:
+    """Raise :class:`~errands.errors.ConfigError` where processes cannot be pinned.
+
+    Example: ``check_supported()  # on macOS: ConfigError("--pin-cpus: ...")``
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        raise ConfigError(
+            "--pin-cpus: this system cannot pin a process to a core (it has no "
+            "sched_setaffinity; Linux has): run the worker without it"
+        )
+
+
+def pin_worker(index: int) -> int:
+    """Pin every thread of this process to the core :func:`core_for` picks; return it.
+
+    Remembers the cores allowed before (:func:`unpinned_cpus`). Threads started
+    afterwards inherit the pin.
+
+    Example: ``pin_worker(0)  # 0: this process now runs on core 0 only``
+    """
+    global _unpinned
+    check_supported()
+    allowed = frozenset(os.sched_getaffinity(0))
+    core = core_for(index, allowed)
+    # Affinity is per thread on Linux: set it on the threads already running too.
+    for thread_id in _thread_ids():
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(thread_id, {core})
+    if _unpinned is None:
+        _unpinned = allowed
+    return core
+
+
+def unpinned_cpus() -> frozenset[int] | None:
+    """The cores this process could use before :func:`pin_worker`; None if never pinned.
+
+    Example: ``unpinned_cpus()  # frozenset({0, 1}) in a pinned worker on 2 cores``
+    """
+    return _unpinned
+
+
+def _thread_ids() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc/self/task")]
+    except OSError:  # no /proc: the calling thread at least
+        return [0]
