@@ -3,9 +3,10 @@
 A worker process runs its loop, its job threads and its database calls under
 one GIL. Left free, Linux spreads those threads over every core, and each hand
 of the GIL from one thread to another then wakes a thread on another core:
-on a 2-core host, a SQLite drain of no-op jobs ran at 47,500 jobs/s with its
-threads spread and 54,900 with them on one core, and two worker processes
-drained 20 % faster each on a core of its own (docs/benchmarks.md).
+on a 2-core host, a SQLite drain of no-op jobs ran at 39,600, 47,300 or
+55,100 jobs/s with its threads spread (the run decided) and 54,600-55,100 with
+them on one core, and two worker processes drained about a sixth faster each
+on a core of its own (docs/multi-node.md).
 
 Worker process number ``i`` (``ERRANDS_WORKER_INDEX``, set by the supervisor
 of ``--processes N``; 0 for a single worker) runs on the ``i``-th core it is
