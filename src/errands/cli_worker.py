@@ -57,6 +57,15 @@ def check_pin_cpus() -> None:
         raise click.UsageError(str(exc)) from None
 
 
+def _pin_this_worker() -> None:
+    try:
+        index = worker_index()
+        core = pin_worker(index)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    log.info("worker process %d pinned to core %d", index, core)
+
+
 def hard_exit(code: int) -> None:
     """Leave now if threads are left over (a sync job stuck in a call), after flushing."""
     deadline = time.monotonic() + _EXIT_JOIN_SECONDS
@@ -145,9 +154,7 @@ def run_worker(
     :mod:`errands.runtime.affinity`).
     """
     if pin_cpus:
-        check_pin_cpus()
-        core = pin_worker(worker_index())
-        log.info("worker process %d pinned to core %d", worker_index(), core)
+        _pin_this_worker()
     ready = ReadyPipe.from_env()  # set when a supervisor started this process
     if concurrency is not None:
         chosen = queues if queues is not None else list(app.queues)

@@ -93,3 +93,19 @@ def test_the_worker_command_refuses_it_where_it_cannot_pin(tmp_path: Path) -> No
     )
     assert done.returncode == 2, done.stderr
     assert "--pin-cpus: this system cannot pin a process to a core" in done.stderr
+
+
+def test_a_bad_worker_index_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "pinapp.py").write_text(
+        f"import errands\napp = errands.App('sqlite:///{tmp_path / 'jobs.db'}')\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]),
+        WORKER_INDEX_ENV: "first",
+    }
+    command = [sys.executable, "-m", "errands", "--app", "pinapp:app", "worker", "--pin-cpus"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2, done.stderr
+    assert "ERRANDS_WORKER_INDEX must be a whole number" in done.stderr
+    assert "'first'" in done.stderr
