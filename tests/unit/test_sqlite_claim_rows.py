@@ -8,7 +8,9 @@ which is why numbers stay columns).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +41,19 @@ def _stored_row(path: Path) -> int:
         return cursor.lastrowid
 
 
+@pytest.fixture
+def work_app(tmp_path: Path) -> Iterator[tuple[errands.App, Any]]:
+    """An app on ``claim.db`` with one worker, ``t.work(n)``, and its schema."""
+    app = errands.App(f"sqlite:///{tmp_path / 'claim.db'}")
+
+    @app.job(name="t.work")
+    def work(n: int) -> None: ...
+
+    app.migrate()
+    yield app, work
+    app.close()
+
+
 def test_a_claimed_row_decodes_to_the_stored_job(tmp_path: Path) -> None:
     path = tmp_path / "claim.db"
     app = errands.App(f"sqlite:///{path}")
@@ -56,28 +71,19 @@ def test_a_claimed_row_decodes_to_the_stored_job(tmp_path: Path) -> None:
     app.close()
 
 
-def test_a_claim_returns_what_get_job_reads(tmp_path: Path) -> None:
-    app = errands.App(f"sqlite:///{tmp_path / 'claim.db'}")
-
-    @app.job(name="t.work")
-    def work(n: int) -> None: ...
-
-    app.migrate()
+def test_a_claim_returns_what_get_job_reads(work_app: tuple[errands.App, Any]) -> None:
+    app, work = work_app
     stored = app.enqueue_many([work.new(n=i) for i in range(3)])
     claimed = app.engine.fetch("default", 10, "node/default/1", ["t.work"])
     assert [job.id for job in claimed] == [job.id for job in stored]
     assert claimed == [app.get_job(job.id) for job in stored]
-    app.close()
 
 
-def test_only_the_producers_executing_attempts_are_read_back(tmp_path: Path) -> None:
+def test_only_the_producers_executing_attempts_are_read_back(
+    work_app: tuple[errands.App, Any], tmp_path: Path
+) -> None:
     """A job cancelled between the claim's commit and the read is not started."""
-    app = errands.App(f"sqlite:///{tmp_path / 'claim.db'}")
-
-    @app.job(name="t.work")
-    def work(n: int) -> None: ...
-
-    app.migrate()
+    app, work = work_app
     first, second, third = app.enqueue_many([work.new(n=i) for i in range(3)])
     with sqlite3.connect(tmp_path / "claim.db") as conn:
         conn.execute(
@@ -88,16 +94,12 @@ def test_only_the_producers_executing_attempts_are_read_back(tmp_path: Path) -> 
         claimed = [(first.id, 1), (second.id, 1), (third.id, 1)]
         rows = read_claimed(conn, claimed, "p1")
     assert [row["id"] for row in rows] == [first.id]
-    app.close()
 
 
-def test_claimed_jobs_come_back_in_priority_order(tmp_path: Path) -> None:
-    app = errands.App(f"sqlite:///{tmp_path / 'claim.db'}")
-
-    @app.job(name="t.work")
-    def work(n: int) -> None: ...
-
-    app.migrate()
+def test_claimed_jobs_come_back_in_priority_order(
+    work_app: tuple[errands.App, Any], tmp_path: Path
+) -> None:
+    app, work = work_app
     stored = app.enqueue_many([app.new_job(work, {"n": i}, priority=9 - i) for i in range(5)])
     claimed = app.engine.fetch("default", 10, "node/default/1", ["t.work"])
     assert [job.id for job in claimed] == [job.id for job in reversed(stored)]
@@ -105,19 +107,13 @@ def test_claimed_jobs_come_back_in_priority_order(tmp_path: Path) -> None:
         # Whatever order the ids arrive in: the read sorts them as the claim picked them.
         rows = read_claimed(conn, [(job.id, 1) for job in stored], "node/default/1")
     assert [row["id"] for row in rows] == [job.id for job in reversed(stored)]
-    app.close()
 
 
 def test_a_failed_read_hands_the_claim_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    work_app: tuple[errands.App, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Jobs claimed but never read must not wait in ``executing`` for the producer to stop."""
-    app = errands.App(f"sqlite:///{tmp_path / 'claim.db'}")
-
-    @app.job(name="t.work")
-    def work(n: int) -> None: ...
-
-    app.migrate()
+    app, work = work_app
     stored = app.enqueue_many([work.new(n=i) for i in range(3)])
 
     def failing_read(*args: object) -> list[sqlite3.Row]:
@@ -136,4 +132,3 @@ def test_a_failed_read_hands_the_claim_back(
         )
     monkeypatch.undo()
     assert len(app.engine.fetch("default", 10, "node/default/1", ["t.work"])) == 3
-    app.close()

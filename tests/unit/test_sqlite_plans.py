@@ -45,20 +45,15 @@ def test_the_rate_window_reads_only_rate_limited_starts(tmp_path: Path) -> None:
     assert "USING INDEX errands_jobs_rate_started (queue=? AND rate_started_at>?)" in plan, plan
 
 
-@pytest.mark.parametrize("analyzed", [False, True], ids=["no-stats", "analyzed"])
-def test_a_batch_of_completions_probes_each_job_by_rowid(tmp_path: Path, analyzed: bool) -> None:
-    """ack_completed walks the batch and finds each job by id, even after ANALYZE.
-
-    Statistics taken while few jobs ran (5 here) made SQLite drive the join by
-    the partial index of executing jobs instead, walking the whole batch once
-    per executing job: 2,000 executing and 500 acks took 389 ms instead of 2.4.
-    """
+def _plan_beside_five_executing(
+    tmp_path: Path, analyzed: bool, statement: str, **params: object
+) -> str:
+    """``statement``'s plan on 10 finished, 5 executing (ids 11-15) and 5 available jobs."""
     path = tmp_path / "plans.db"
     engine = SQLiteEngine(str(path))
     engine.migrate()
     engine.close()
     jobs = [("completed", 1.0)] * 10 + [("executing", None)] * 5 + [("available", None)] * 5
-    batch = json.dumps([[job_id, 1, "p", None] for job_id in range(11, 16)])
     with sqlite3.connect(path) as conn:
         conn.executemany(
             "INSERT INTO errands_jobs (state, queue, worker, inserted_at, scheduled_at,"
@@ -67,9 +62,20 @@ def test_a_batch_of_completions_probes_each_job_by_rowid(tmp_path: Path, analyze
         )
         if analyzed:
             conn.execute("ANALYZE")
-        text = load_sql("sqlite", "ack_completed")
-        params = {"batch": batch, "now": 2.0}
-        plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + text, params))
+        text = load_sql("sqlite", statement)
+        return " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + text, params))
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["no-stats", "analyzed"])
+def test_a_batch_of_completions_probes_each_job_by_rowid(tmp_path: Path, analyzed: bool) -> None:
+    """ack_completed walks the batch and finds each job by id, even after ANALYZE.
+
+    Statistics taken while few jobs ran (5 here) made SQLite drive the join by
+    the partial index of executing jobs instead, walking the whole batch once
+    per executing job: 2,000 executing and 500 acks took 389 ms instead of 2.4.
+    """
+    batch = json.dumps([[job_id, 1, "p", None] for job_id in range(11, 16)])
+    plan = _plan_beside_five_executing(tmp_path, analyzed, "ack_completed", batch=batch, now=2.0)
     assert "SEARCH errands_jobs USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
     assert "SCAN errands_jobs" not in plan, plan
 
@@ -108,21 +114,7 @@ def test_claimed_jobs_are_read_back_by_rowid(tmp_path: Path, analyzed: bool) -> 
     The read runs after every claim: walking the partial index of executing jobs
     instead would read every job the queue's nodes hold, for each claim.
     """
-    path = tmp_path / "plans.db"
-    engine = SQLiteEngine(str(path))
-    engine.migrate()
-    engine.close()
-    jobs = [("completed", 1.0)] * 10 + [("executing", None)] * 5 + [("available", None)] * 5
-    with sqlite3.connect(path) as conn:
-        conn.executemany(
-            "INSERT INTO errands_jobs (state, queue, worker, inserted_at, scheduled_at,"
-            " finished_at, attempt, attempted_by) VALUES (?, 'q', 'w', 0, 0, ?, 1, 'p')",
-            jobs,
-        )
-        if analyzed:
-            conn.execute("ANALYZE")
-        text = load_sql("sqlite", "claimed_jobs")
-        params = {"ids": json.dumps(list(range(11, 16))), "producer": "p"}
-        plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + text, params))
+    ids = json.dumps(list(range(11, 16)))
+    plan = _plan_beside_five_executing(tmp_path, analyzed, "claimed_jobs", ids=ids, producer="p")
     assert "SEARCH errands_jobs USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
     assert "errands_jobs_executing_queue" not in plan, plan
