@@ -46,6 +46,7 @@ JOB_MODULE = textwrap.dedent(
         queues={
             "cpu": {"limit": 2, "executor": "process"},
             "solo": {"limit": 1, "executor": "process"},
+            "threads": 2,
         },
         rescue_after=5.0,
         stage_interval=0.05,
@@ -75,6 +76,10 @@ JOB_MODULE = textwrap.dedent(
 
     @app.job(queue="cpu")
     async def loop_cores() -> list:
+        return sorted(os.sched_getaffinity(0))
+
+    @app.job(queue="threads")
+    def thread_cores() -> list:
         return sorted(os.sched_getaffinity(0))
 
     @app.job(queue="cpu")
@@ -409,7 +414,7 @@ def _run_worker(jobs: ModuleType, tmp_path: Path, *options: str) -> subprocess.P
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
     command = [sys.executable, "-m", "errands", "--app", f"{jobs.__name__}:app", "worker"]
     return subprocess.Popen(
-        [*command, "--queues", "cpu", *options],
+        [*command, "--queues", "cpu,threads", *options],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -434,14 +439,15 @@ def _results(
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="--pin-cpus is Linux only")
-def test_a_pinned_worker_runs_on_one_core_and_its_children_on_every_core(
+def test_a_pinned_worker_runs_on_one_core_and_its_job_bodies_on_every_core(
     jobs: ModuleType, tmp_path: Path
 ) -> None:
     allowed = sorted(os.sched_getaffinity(0))
     worker = _run_worker(jobs, tmp_path, "--pin-cpus")
-    ids = [jobs.loop_cores.enqueue().id, jobs.cores.enqueue().id]
-    (on_loop, in_child), _ = _results(jobs, worker, ids)
-    assert on_loop == [core_for(0, allowed)], "the worker process itself is pinned"
+    ids = [jobs.loop_cores.enqueue().id, jobs.thread_cores.enqueue().id, jobs.cores.enqueue().id]
+    (on_loop, in_thread, in_child), _ = _results(jobs, worker, ids)
+    assert on_loop == [core_for(0, allowed)], "the worker's loop is pinned"
+    assert in_thread == allowed, "def bodies' threads take every core back"
     assert in_child == allowed, "process-executor children get every core back"
 
 

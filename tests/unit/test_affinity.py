@@ -109,3 +109,39 @@ def test_a_bad_worker_index_is_a_usage_error_naming_it(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "ERRANDS_WORKER_INDEX must be a whole number" in done.stderr
     assert "'first'" in done.stderr
+
+
+@linux_only
+def test_job_threads_take_every_core_back_and_other_pools_stay_pinned() -> None:
+    script = textwrap.dedent(
+        """
+        import json, os
+        from errands.runtime.affinity import pin_worker
+        from errands.runtime.threads import JobThreads
+
+        allowed = sorted(os.sched_getaffinity(0))
+        core = pin_worker(0)
+        jobs, database = JobThreads(unpinned=True), JobThreads("errands-db")
+        print(json.dumps({
+            "allowed": allowed,
+            "core": core,
+            "job": sorted(jobs.submit(os.sched_getaffinity, 0).result(5)),
+            "db": sorted(database.submit(os.sched_getaffinity, 0).result(5)),
+        }))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    seen = json.loads(out)
+    assert seen["job"] == seen["allowed"], "a job body's thread may use every core"
+    assert seen["db"] == [seen["core"]], "errands' own threads stay on the worker's core"
+
+
+def test_unpinning_a_thread_of_a_process_never_pinned_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[object] = []
+    monkeypatch.setattr(os, "sched_setaffinity", lambda *args: calls.append(args), raising=False)
+    affinity.unpin_this_thread()
+    assert calls == []

@@ -3,20 +3,22 @@
 A worker process runs its loop, its job threads and its database calls under
 one GIL. Left free, Linux spreads those threads over every core, and each hand
 of the GIL from one thread to another then wakes a thread on another core:
-on a 2-core host, a SQLite drain of no-op jobs ran at 39,600, 47,300 or
-55,100 jobs/s with its threads spread (the run decided) and 54,600-55,100 with
-them on one core, and two worker processes drained about a sixth faster each
-on a core of its own (docs/multi-node.md).
+on a 2-core host, a SQLite drain of no-op jobs ran at 39,600-54,900 jobs/s
+with its threads spread (where the kernel put them decided) and 54,400-55,100
+with them on one core, and two worker processes drained about a sixth faster
+each on a core of its own (docs/multi-node.md).
 
 Worker process number ``i`` (``ERRANDS_WORKER_INDEX``, set by the supervisor
 of ``--processes N``; 0 for a single worker) runs on the ``i``-th core it is
 allowed to use, counting round the allowed cores when there are more
-processes than cores. Every thread of the process is pinned, and so is every
-thread and program it starts afterwards: a job that runs a multi-threaded
-library or a subprocess gets that one core too, which is why pinning is
-opt-in. The process executor's children are the exception: they get back
-every core the worker was allowed before pinning (see
-:mod:`errands.runtime.process_child`), since CPU-bound jobs are what they are for.
+processes than cores. What is pinned is errands' own work: the event loop
+(and with it ``async def`` jobs), the database threads, the heartbeat, and
+whatever they start. The threads that run ``def`` job bodies take every core
+back as they start (:func:`unpin_this_thread`), so the programs and native
+threads a ``def`` job starts are not pinned; measured, that cost nothing
+against pinning them too. The process executor's children get every core
+back as well (see :mod:`errands.runtime.process_child`). Opt-in all the
+same: an ``async def`` job's subprocesses inherit the pin.
 
 Linux only (``os.sched_setaffinity``); elsewhere :func:`pin_worker` raises
 :class:`~errands.errors.ConfigError`.
@@ -39,6 +41,7 @@ __all__ = [
     "check_supported",
     "core_for",
     "pin_worker",
+    "unpin_this_thread",
     "unpinned_cpus",
     "worker_index",
 ]
@@ -114,6 +117,17 @@ def unpinned_cpus() -> frozenset[int] | None:
     Example: ``unpinned_cpus()  # frozenset({0, 1}) in a pinned worker on 2 cores``
     """
     return _unpinned
+
+
+def unpin_this_thread() -> None:
+    """Give the calling thread back the cores of :func:`unpinned_cpus`; nothing if never pinned.
+
+    Job threads call it as they start (see :class:`~errands.runtime.threads.JobThreads`).
+
+    Example: ``unpin_this_thread()  # this thread may run on every core again``
+    """
+    if _unpinned is not None:
+        os.sched_setaffinity(0, _unpinned)  # 0: the calling thread, on Linux
 
 
 def _thread_ids() -> list[int]:

@@ -99,7 +99,7 @@ class Node:
         chosen = app.queues if queues is None else {q: app.queue_config(q) for q in queues}
         self.queue_configs = chosen
         self.worker_names: tuple[str, ...] = tuple(self.registry.names())
-        self.threads = JobThreads()
+        self.threads = JobThreads(unpinned=True)  # job bodies may use every core
         self.runaways = RunawayCounter()
         self.outcomes: Counter[str] = Counter()
         self.producers: dict[str, Producer] = {}

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, ParamSpec, TypeVar
 
+from errands.runtime.affinity import unpin_this_thread
+
 __all__ = ["JobThreads"]
 
 log = logging.getLogger("errands.threads")
@@ -40,14 +42,21 @@ _Work = tuple[Future[Any] | None, Callable[..., Any], tuple[Any, ...], dict[str,
 class JobThreads(Executor):
     """Daemon threads, one more whenever none is idle (up to ``max_threads``); idle ones reused.
 
+    ``unpinned``: each thread first takes back every core the process could
+    use before ``--pin-cpus`` pinned it (:func:`~errands.runtime.affinity.unpin_this_thread`),
+    so the programs and native threads a job body starts are not pinned.
+
     Example: ``JobThreads("errands-db", max_threads=4).run(print, "hi")``
     """
 
-    def __init__(self, name: str = "errands-job", *, max_threads: int | None = None) -> None:
+    def __init__(
+        self, name: str = "errands-job", *, max_threads: int | None = None, unpinned: bool = False
+    ) -> None:
         if max_threads is not None and max_threads < 1:
             raise ValueError(f"max_threads must be >= 1 or None, got {max_threads!r}")
         self._name = name
         self._max = max_threads
+        self._unpinned = unpinned
         self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0
@@ -85,6 +94,8 @@ class JobThreads(Executor):
         self._work.put(work)
 
     def _serve(self) -> None:
+        if self._unpinned:
+            unpin_this_thread()
         while True:
             item = self._work.get()
             if item is None:
