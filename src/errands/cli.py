@@ -234,7 +234,8 @@ def cli(ctx: click.Context, app_spec: str | None, database_url: str | None) -> N
     "--pin-cpus",
     is_flag=True,
     envvar="ERRANDS_PIN_CPUS",
-    help="Run each worker process on one core of its own (Linux; see docs/multi-node.md).",
+    help="Keep each worker process's loop and database threads on a core of its own "
+    "(Linux; def job bodies still use every core; see docs/multi-node.md).",
 )
 @click.option(
     "--grace",
