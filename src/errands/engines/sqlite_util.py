@@ -89,7 +89,11 @@ def read_claimed(
     Only ``producer``'s executing attempts: a job cancelled since the claim is
     left out. Rows are readable by position and by name.
 
-    Example: ``read_claimed(conn, claim(conn, sql("fetch"), params), "p1")``
+    Example::
+
+        claimed = claim(conn, sql("fetch"), params)  # inside BEGIN IMMEDIATE
+        conn.execute("COMMIT")
+        rows = read_claimed(conn, claimed, params["producer"])
     """
     ids = orjson.dumps([job_id for job_id, _ in claimed]).decode()
     cursor = conn.execute(sql("claimed_jobs"), {"ids": ids, "producer": producer})
