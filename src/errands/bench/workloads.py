@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from errands.bench.jobs import bench_app
+from errands.runtime.affinity import WORKER_INDEX_ENV
 
 __all__ = ["Target", "drain", "enqueue", "latency", "pg_wal"]
 
@@ -156,7 +157,7 @@ def _run_children(target: Target, processes: int, env: dict[str, str]) -> list[d
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "errands.bench.child"],
-            env=target.env(**env, ERRANDS_WORKER_INDEX=str(index)),
+            env=target.env(**env, **{WORKER_INDEX_ENV: str(index)}),  # as the supervisor
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from errands.engines.base import QueueState
+from errands.engines.pg_claim import id_array
 from errands.engines.pg_connect import Row, dict_cursor
 from errands.engines.pg_pool import PgPool
 from errands.limits import QueueLimits, claim_params
@@ -122,7 +123,7 @@ class PgControl:
         """Which of ``ids`` are now ``cancelled``."""
         if not ids:
             return []
-        rows = self._all("cancelled_jobs", {"ids": list(ids)}, "looking for cancelled jobs")
+        rows = self._all("cancelled_jobs", {"ids": id_array(ids)}, "looking for cancelled jobs")
         return [int(row["id"]) for row in rows]
 
     # -- bulk changes ---------------------------------------------------------------
