@@ -37,6 +37,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
+from errands.bench.child import process_cpu_seconds
 from errands.bench.jobs import BENCH_QUEUE, bench_app
 from errands.bench.workloads import Target
 from errands.engines.base import Ack
@@ -45,7 +46,6 @@ from errands.job import JobState
 
 URL = os.environ.get("ERRANDS_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SCHEMA = "errands_statement_cost"
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _fresh_app(jobs: int = 0) -> Any:
@@ -59,12 +59,7 @@ def _fresh_app(jobs: int = 0) -> Any:
 
 def _backend_cpu(pids: list[int]) -> float:
     """CPU seconds the server processes ``pids`` used so far (user + system)."""
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / TICKS
+    return sum(process_cpu_seconds(pid) for pid in pids)
 
 
 def _errands_backends() -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -258,3 +259,42 @@ def test_the_plan_log_probe_adds_up_a_drains_statements() -> None:
     # The worker's claims and acks, named by their SQL files, each logged with its plan.
     for statement in ("claim", "ack"):
         assert statement in rows and int(rows[statement][0]) >= 1, run.stdout
+
+
+def test_the_process_cpu_probe_splits_a_drain_by_postgres_process() -> None:
+    script = Path(__file__).parents[2] / "benchmarks" / "pg_process_cpu.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--jobs", "2000"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(script.parents[1])),
+    )
+    assert run.returncode == 0, run.stderr
+    assert "drained 2000 jobs with 1 process(es)" in run.stdout
+    rows = dict(re.findall(r"^(.+?)\s+([\d.]+) us/job$", run.stdout, re.M))
+    # The backends serving the worker claimed and completed 2,000 jobs: some CPU.
+    assert float(rows["postgres: backends"]) > 0, run.stdout
+    assert "postgres: walwriter" in rows and "the whole machine" in rows, run.stdout
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "expected"),
+    [
+        ("postgres -D /var/lib/postgresql/15/main -c config_file=x ", "postmaster"),
+        ("postgres: 15/main: walwriter ", "walwriter"),
+        ("postgres: 15/main: autovacuum worker test", "autovacuum worker"),
+        ("postgres: 15/main: postgres test 127.0.0.1(5432) idle", "backends"),
+        ("postgres: checkpointer ", "checkpointer"),
+        ("python -m errands worker", None),
+    ],
+)
+def test_postgres_processes_are_told_apart_by_their_title(
+    cmdline: str, expected: str | None
+) -> None:
+    script = Path(__file__).parents[2] / "benchmarks" / "pg_process_cpu.py"
+    spec = importlib.util.spec_from_file_location("pg_process_cpu", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.kind(cmdline) == expected

@@ -30,7 +30,13 @@ from errands.bench.jobs import BENCH_QUEUE, env_app
 from errands.bench.statements import StatementCounter, count_statements
 from errands.runtime.affinity import pin_worker, worker_index
 
-__all__ = ["count_calls", "cpu_seconds", "host_busy_seconds", "peak_rss_kib"]
+__all__ = [
+    "count_calls",
+    "cpu_seconds",
+    "host_busy_seconds",
+    "peak_rss_kib",
+    "process_cpu_seconds",
+]
 
 T = TypeVar("T")
 
@@ -60,6 +66,19 @@ def cpu_seconds() -> float:
     """CPU time this process used so far (user + system, every thread)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time process ``pid`` of this machine used so far (user + system, ``/proc``).
+
+    Raises :class:`OSError` once the process is gone.
+
+    Example: ``process_cpu_seconds(os.getpid())``
+    """
+    with open(f"/proc/{pid}/stat") as stat:
+        # Fields after the command name, which may hold spaces and ")".
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def host_busy_seconds() -> float:

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,10 +228,13 @@ def drain(
     args: dict[str, Any] | None = None,
     executor: str = "thread",
     pin_cpus: bool = False,
+    during: Callable[[], AbstractContextManager[object]] | None = None,
 ) -> dict[str, float]:
     """Drain ``jobs`` pre-inserted jobs with ``processes`` workers at ``concurrency`` each.
 
     ``pin_cpus``: each worker process on a core of its own, as ``errands worker --pin-cpus``.
+    ``during``: a context manager entered while the workers run, not while the
+    jobs are inserted (a probe measuring the drain alone, e.g. ``benchmarks/pg_process_cpu.py``).
     """
     target.reset()
     _insert(target, worker, jobs, args or {})
@@ -237,7 +242,8 @@ def drain(
     env = {"ERRANDS_BENCH_LIMIT": str(concurrency), "ERRANDS_BENCH_EXECUTOR": executor}
     if pin_cpus:
         env["ERRANDS_BENCH_PIN_CPUS"] = "1"
-    reports = _run_children(target, processes, env)
+    with during() if during is not None else contextlib.nullcontext():
+        reports = _run_children(target, processes, env)
     wal_after = _wal(target)
     done = sum(r["outcomes"].get("completed", 0) for r in reports)
     if done != jobs:
