@@ -1,4 +1,4 @@
-"""Claiming ahead: a busy producer of quick jobs claims beyond its free slots.
+"""Claiming ahead: a busy producer of brief jobs claims beyond its free slots.
 
 Those jobs are ``executing`` in the database but not started. The runtime must
 never start more than ``limit`` at once, and must hand the waiting ones back
@@ -113,6 +113,39 @@ def test_a_quick_queue_claims_ahead_but_never_runs_more_than_its_limit(
             assert setup.ran == ["block"]  # the one slot is busy: nothing else started
             setup.release.set()
             await until(lambda: len(setup.ran) == 3, 5)
+
+    arun(main())
+    assert setup.ran == ["block", "later-1", "later-2"]
+
+
+def test_a_queue_of_brief_jobs_claims_one_batch_ahead(
+    setup: Setup, arun: Callable[..., Any], until: Until
+) -> None:
+    """Jobs of ~10 ms are not quick, but brief: the next one waits claimed, not a claim away."""
+    app = setup.app
+
+    @app.job(name="brief")
+    def brief() -> None:
+        time.sleep(0.01)
+
+    async def main() -> None:
+        await app.aenqueue_many([brief.new() for _ in range(60)])
+        node = await app.start()
+        try:
+            await until(lambda: node.outcomes["completed"] >= 60, 20)
+            producer = node.producers["default"]
+            assert claim_ahead.QUICK <= producer._job_time < claim_ahead.BRIEF
+            block = await setup.block.options(priority=0).aenqueue()
+            ahead = await setup.later.options(priority=1).aenqueue(n=1)
+            behind = await setup.later.options(priority=2).aenqueue(n=2)
+            await until(lambda: producer.held == [block.id, ahead.id] and setup.ran == ["block"], 5)
+            assert setup.state(ahead.id)[0] == JobState.EXECUTING
+            assert setup.state(behind.id) == (JobState.AVAILABLE, 0, None)
+            setup.release.set()
+            await until(lambda: len(setup.ran) == 3, 5)
+        finally:
+            setup.release.set()
+            await app.stop()
 
     arun(main())
     assert setup.ran == ["block", "later-1", "later-2"]

@@ -8,7 +8,7 @@ import pytest
 
 from errands.config import QueueConfig
 from errands.job import Job, JobState
-from errands.runtime.claim_ahead import AHEAD, AHEAD_MAX, AHEAD_ROWS, QUICK
+from errands.runtime.claim_ahead import AHEAD, AHEAD_MAX, AHEAD_ROWS, BRIEF, HOLD, QUICK
 from errands.runtime.executor import RunawayCounter
 from errands.runtime.producer import Producer
 from errands.runtime.threads import JobThreads
@@ -35,17 +35,26 @@ def _job(job_id: int) -> Job:
         (100, 0.001, 500),  # 5 batches of 100 would be 500: at the row cap
         (200, 0.001, 500),  # a wide queue: capped at AHEAD_ROWS...
         (800, 0.001, 800),  # ...but never less than one batch
-        (10, QUICK, 0),  # not quick: nothing ahead
+        (10, QUICK, 10),  # not quick but brief: one batch
+        (2, 0.01, 2),  # 10 ms jobs, two slots (a process executor's child each)
+        (10, BRIEF * 0.98, 10),  # barely brief: still one batch
+        (10, BRIEF, 0),  # not brief: nothing ahead
         (10, 1.0, 0),  # a fresh producer, before jobs prove quick
     ],
 )
 def test_it_claims_ahead_a_few_milliseconds_of_work(
     limit: int, job_time: float, ahead: int
 ) -> None:
-    assert (AHEAD, AHEAD_MAX, AHEAD_ROWS) == (0.005, 10, 500)  # the table above assumes these
+    # The table above assumes these.
+    assert (AHEAD, AHEAD_MAX, AHEAD_ROWS, QUICK, BRIEF) == (0.005, 10, 500, 0.005, 0.025)
     producer = _producer(limit, job_time)
     assert producer._ahead() == ahead
     assert producer.demand == limit + ahead
+
+
+def test_a_job_claimed_ahead_of_brief_jobs_waits_well_within_hold() -> None:
+    # One batch ahead: each waits for one running job, under BRIEF; HOLD hands it back.
+    assert BRIEF * 2 <= HOLD
 
 
 def test_a_queue_with_global_limits_claims_nothing_ahead() -> None:

@@ -1,9 +1,9 @@
 """Claiming ahead of free slots: how much, when to claim again, when to hand back.
 
-A busy producer of quick jobs claims a few milliseconds of work beyond its free
-slots, so the next jobs are in memory when slots free instead of a round trip
-away, and each claim is a large batch whose fixed cost (a transaction, a round
-trip) many jobs share. :class:`ClaimAhead` is that policy, mixed into
+A busy producer of brief jobs claims a few milliseconds of work (at least one
+batch) beyond its free slots, so the next jobs are in memory when slots free
+instead of a round trip away, and each claim is a large batch whose fixed cost
+(a transaction, a round trip) many jobs share. :class:`ClaimAhead` is that policy, mixed into
 :class:`~errands.runtime.producer.Producer`: the claim size (``demand``), the
 low-water mark that triggers the next claim, gathering finished slots for a
 moment, and handing waiting jobs back when the running ones turn slow.
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from errands.runtime.node import Node
     from errands.runtime.sync_runner import SyncRunner
 
-__all__ = ["AHEAD", "AHEAD_MAX", "AHEAD_ROWS", "GATHER", "HOLD", "QUICK", "ClaimAhead"]
+__all__ = ["AHEAD", "AHEAD_MAX", "AHEAD_ROWS", "BRIEF", "GATHER", "HOLD", "QUICK", "ClaimAhead"]
 
 log = logging.getLogger("errands.producer")
 
@@ -38,7 +38,10 @@ GATHER = 0.001
 QUICK = 0.005
 #: Seconds a job claimed ahead may wait for a slot before it goes back to the queue.
 HOLD = 0.05
-#: Seconds of work a quick queue keeps claimed ahead of its free slots (see ClaimAhead._ahead).
+#: Jobs that typically take less than this (seconds) get one batch claimed ahead
+#: even when not quick: each waits about one job's time, well within HOLD.
+BRIEF = HOLD / 2
+#: Seconds of work a brief queue keeps claimed ahead of its free slots (see ClaimAhead._ahead).
 AHEAD = 0.005
 #: Most jobs claimed ahead, in batches of the queue's limit...
 AHEAD_MAX = 10
@@ -96,17 +99,21 @@ class ClaimAhead:
 
         Claiming ahead lets the next claim's round trip overlap the running
         jobs, and makes claims large. It is done only where it changes nothing
-        anyone can see: jobs proven quick (a moving average under ``QUICK``),
+        anyone can see: jobs proven brief (a moving average under ``BRIEF``),
         and only as many as the slots get through in ``AHEAD`` seconds at that
         pace — at least one batch of ``limit``, at most ``AHEAD_MAX`` batches
         and ``AHEAD_ROWS`` jobs (unless one batch is more) —
-        so a job claimed ahead would have started within milliseconds anyway
+        so a job claimed ahead would have started within one job's time anyway
         (it is ``executing`` from its claim, its ``attempted_at`` that much
         early); on a queue without global or rate limits (they count executing
         jobs across nodes). A paused or stopping producer claims nothing at
         all, and hands back what it claimed ahead.
+
+        Jobs between ``QUICK`` and ``BRIEF`` (a 10 ms computation, say) get one
+        batch: without it, each slot that frees stays empty for a claim's round
+        trip, and a process-executor child idles that long between jobs.
         """
-        if self.limits is not None or self._job_time >= QUICK:
+        if self.limits is not None or self._job_time >= BRIEF:
             return 0
         batches = AHEAD / max(self._job_time, 1e-6)
         wanted = int(self.limit * min(max(batches, 1.0), AHEAD_MAX))
@@ -143,7 +150,7 @@ class ClaimAhead:
                 self._arm_hold()
                 return
             # No slot freed for HOLD s: the running jobs turned slow. Let another
-            # node have the waiting ones, and claim ahead again only once quick
+            # node have the waiting ones, and claim ahead again only once brief
             # jobs have brought the moving average back down.
             self._job_time = max(self._job_time, HOLD)
         await self._release_ready()

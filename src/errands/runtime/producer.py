@@ -1,7 +1,7 @@
 """One producer per queue: claim jobs for the free slots, run them.
 
 At most ``limit`` jobs run at once, however many wait. A busy producer of
-quick jobs (see ``ClaimAhead._ahead``) also claims a few milliseconds of work
+brief jobs (see ``ClaimAhead._ahead``) also claims a few milliseconds of work
 ahead, so the next jobs are in memory when slots free instead of a round trip
 away, and claims come in large batches. Those of ``def`` workers wait on the
 sync runner's standby, where a thread that finished a body starts the next
@@ -95,7 +95,8 @@ class Producer(ClaimAhead):
         self._claim_at = 0.0
         #: Loop time each running job was dispatched, and a moving average of how
         #: long jobs take from dispatch to outcome (decides whether to gather and
-        #: to claim ahead). It starts slow: about 50 quick jobs prove a queue quick.
+        #: to claim ahead). It starts slow: about 50 quick jobs prove a queue quick
+        #: (and about 40 of 10 ms prove it brief).
         self._dispatched: dict[int, float] = {}
         self._job_time = 1.0
         self._stopping = False
