@@ -48,6 +48,7 @@ class Setup:
         self.app = app
         self.release = threading.Event()
         self.ran: list[str] = []
+        self.producer: Any = None  # set by held()
 
         @app.job(name="quick")
         def quick() -> None:
@@ -71,21 +72,24 @@ class Setup:
 
     @asynccontextmanager
     async def held(
-        self, until: Until
+        self, until: Until, warm_up: Any = None, warm_ups: int = WARM_UP
     ) -> AsyncIterator[tuple[errands.Job, errands.Job, errands.Job]]:
         """Run the node until ``block`` runs in the only slot and ``ahead`` is claimed ahead.
 
-        Yields (block, ahead, behind): with limit 1, one batch ahead is one job,
-        so ``behind`` stays in the queue.
+        ``warm_ups`` jobs of ``warm_up`` (default: ``quick``) run first, to
+        bring the producer's moving average of job times down. Yields (block,
+        ahead, behind): with limit 1, one batch ahead is one job, so ``behind``
+        stays in the queue. ``self.producer`` is the queue's producer meanwhile.
         """
-        await self.app.aenqueue_many([self.quick.new() for _ in range(WARM_UP)])
+        job = warm_up or self.quick
+        await self.app.aenqueue_many([job.new() for _ in range(warm_ups)])
         node = await self.app.start()
         try:
-            await until(lambda: node.outcomes["completed"] >= WARM_UP, 10)
+            await until(lambda: node.outcomes["completed"] >= warm_ups, 20)
             block = await self.block.options(priority=0).aenqueue()
             ahead = await self.later.options(priority=1).aenqueue(n=1)
             behind = await self.later.options(priority=2).aenqueue(n=2)
-            producer = node.producers["default"]
+            self.producer = producer = node.producers["default"]
             await until(lambda: producer.held == [block.id, ahead.id] and self.ran == ["block"], 5)
             yield block, ahead, behind
         finally:
@@ -122,30 +126,18 @@ def test_a_queue_of_brief_jobs_claims_one_batch_ahead(
     setup: Setup, arun: Callable[..., Any], until: Until
 ) -> None:
     """Jobs of ~10 ms are not quick, but brief: the next one waits claimed, not a claim away."""
-    app = setup.app
 
-    @app.job(name="brief")
+    @setup.app.job(name="brief")
     def brief() -> None:
         time.sleep(0.01)
 
     async def main() -> None:
-        await app.aenqueue_many([brief.new() for _ in range(60)])
-        node = await app.start()
-        try:
-            await until(lambda: node.outcomes["completed"] >= 60, 20)
-            producer = node.producers["default"]
-            assert claim_ahead.QUICK <= producer._job_time < claim_ahead.BRIEF
-            block = await setup.block.options(priority=0).aenqueue()
-            ahead = await setup.later.options(priority=1).aenqueue(n=1)
-            behind = await setup.later.options(priority=2).aenqueue(n=2)
-            await until(lambda: producer.held == [block.id, ahead.id] and setup.ran == ["block"], 5)
+        async with setup.held(until, warm_up=brief, warm_ups=60) as (_, ahead, behind):
+            assert claim_ahead.QUICK <= setup.producer._job_time < claim_ahead.BRIEF
             assert setup.state(ahead.id)[0] == JobState.EXECUTING
             assert setup.state(behind.id) == (JobState.AVAILABLE, 0, None)
             setup.release.set()
             await until(lambda: len(setup.ran) == 3, 5)
-        finally:
-            setup.release.set()
-            await app.stop()
 
     arun(main())
     assert setup.ran == ["block", "later-1", "later-2"]

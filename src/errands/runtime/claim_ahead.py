@@ -3,10 +3,11 @@
 A busy producer of brief jobs claims a few milliseconds of work (at least one
 batch) beyond its free slots, so the next jobs are in memory when slots free
 instead of a round trip away, and each claim is a large batch whose fixed cost
-(a transaction, a round trip) many jobs share. :class:`ClaimAhead` is that policy, mixed into
-:class:`~errands.runtime.producer.Producer`: the claim size (``demand``), the
-low-water mark that triggers the next claim, gathering finished slots for a
-moment, and handing waiting jobs back when the running ones turn slow.
+(a transaction, a round trip) many jobs share. :class:`ClaimAhead` is that
+policy, mixed into :class:`~errands.runtime.producer.Producer`: the claim size
+(``demand``), the low-water mark that triggers the next claim, gathering
+finished slots for a moment, and handing waiting jobs back when the running
+ones turn slow.
 
 Example::
 
