@@ -278,6 +278,26 @@ def test_the_process_cpu_probe_splits_a_drain_by_postgres_process() -> None:
     assert "postgres: walwriter" in rows and "the whole machine" in rows, run.stdout
 
 
+def test_the_foreign_backlog_probe_times_claims_that_find_nothing() -> None:
+    script = Path(__file__).parents[2] / "benchmarks" / "foreign_backlog.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--jobs", "3000", "--tries", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(script.parents[1])),
+    )
+    assert run.returncode == 0, run.stderr
+    found = re.findall(
+        r"^(sqlite|postgres) +an empty claim: [\d.]+ ms on an empty queue, "
+        r"[\d.]+ ms behind them \(([\d,]+) still waiting\)$",
+        run.stdout,
+        re.M,
+    )
+    # Each engine's claims took none of the 3,000 jobs of the worker the app lacks.
+    assert found == [("sqlite", "3,000"), ("postgres", "3,000")], run.stdout
+
+
 @pytest.mark.parametrize(
     ("cmdline", "expected"),
     [

@@ -45,6 +45,7 @@ def test_each_unknown_name_is_logged_once_and_the_database_asked_at_most_every_i
     assert len(warned) == 2
     assert "queue emails has jobs for worker 'ghost'" in warned[0]
     assert "'typo'" in warned[1] and "registers it" in warned[1]
+    assert "should use different queues" in warned[0]
 
 
 def test_a_failed_lookup_is_silent_and_tried_again_later(monkeypatch: pytest.MonkeyPatch) -> None:

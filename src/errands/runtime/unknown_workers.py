@@ -1,7 +1,10 @@
 """Jobs in a queue for workers this node does not know: said once per name.
 
 Such jobs stay for a node that registers their worker (a rolling deploy, a
-node serving part of an app). A producer whose claim found nothing asks the
+node serving part of an app). While they wait, every claim of their queue by
+this node reads past them (the claim's index orders a queue's jobs by priority
+and time, not by worker), so the warning also says to give such nodes
+queues of their own. A producer whose claim found nothing asks the
 database, at most every :data:`CHECK_EVERY` seconds, which unknown workers
 its queue holds jobs for, and logs each name once, so a misspelt worker name
 does not go unnoticed and a deliberate split does not flood the log.
@@ -52,7 +55,9 @@ class UnknownWorkers:
                 self._logged.add(name)
                 log.warning(
                     "queue %s has jobs for worker %r, which this node does not know; "
-                    "they are left for a node that registers it",
+                    "they are left for a node that registers it. Each claim of this "
+                    "queue reads past them: nodes that run different workers should "
+                    "use different queues",
                     self.queue,
                     name,
                 )
