@@ -298,6 +298,22 @@ def test_the_foreign_backlog_probe_times_claims_that_find_nothing() -> None:
     assert found == [("sqlite", "3,000"), ("postgres", "3,000")], run.stdout
 
 
+def test_a_busy_sqlite_queue_does_not_make_idle_queues_claim() -> None:
+    script = Path(__file__).parents[2] / "benchmarks" / "idle_queues.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--idle", "3", "--jobs", "600"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(script.parents[1])),
+    )
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"^busy queue: 600 jobs of 2 ms at [\d,]+ jobs/s", run.stdout, re.M)
+    # Woken on every commit of the busy queue's claims and outcomes, they made
+    # hundreds; polling every 30 s, they have no reason to claim at all.
+    assert re.search(r"^3 idle queues: 0 claims in", run.stdout, re.M), run.stdout
+
+
 @pytest.mark.parametrize(
     ("cmdline", "expected"),
     [

@@ -6,7 +6,8 @@ read lock; writers take turns on a file lock (``sqlite_writer``), and
 ``busy_timeout`` covers any other writer. Each process keeps one connection
 behind a lock.
 Cross-process wake-ups come from ``PRAGMA data_version``, which changes when
-another connection commits: a cheap read polled every few milliseconds.
+another connection commits: a cheap read polled every few milliseconds, after
+which only the queues with jobs available are woken (``sqlite_listen``).
 
 Example::
 
@@ -380,7 +381,7 @@ class SQLiteEngine(SQLiteControl, SQLiteInspect, SQLiteLiveness):
         return {name: float(slot) for name, slot in rows}
 
     def listen(self, wake_up: WakeUp) -> DataVersionListener | None:
-        """Wake producers when another connection commits (``PRAGMA data_version``)."""
+        """Wake the producers of queues with jobs available when another connection commits."""
         if self.path == ":memory:" or not self.notify:
             return None
         return DataVersionListener(self._open, wake_up, self.listen_interval)

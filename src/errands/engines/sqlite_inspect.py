@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from errands.engines.rows import job_from_row
+from errands.engines.sqlite_listen import queues_with_available_jobs
 from errands.engines.sqlite_util import dict_rows, json_list, sql
 from errands.job import Job
 
@@ -85,7 +86,7 @@ class SQLiteInspect:
     def available_queues(self) -> list[str]:
         """The queues that have jobs available now, by name (see ``available_queues.sql``)."""
         with self._read("looking for queues with available jobs") as conn:
-            return [row[0] for row in conn.execute(sql("available_queues")).fetchall()]
+            return queues_with_available_jobs(conn)
 
     def unknown_workers(self, queue: str, workers: Sequence[str]) -> list[str]:
         """Names of available jobs' workers in ``queue`` that this node does not know."""

@@ -1,8 +1,14 @@
 """SQLite's cross-process wake-ups, and the caller's connection for transactional enqueue.
 
 ``PRAGMA data_version`` changes when another connection commits: polled every
-few milliseconds on a connection of its own, it wakes the producers of this
-process when another process inserts, at the cost of a tiny read.
+few milliseconds on a connection of its own, it tells this process that some
+other connection wrote. It does not say what: the commit may be another
+process's insert, or only this process's own claims and outcomes, made on its
+other connection. So on a change the listener asks which queues have jobs
+available now (``available_queues.sql``, one index look-up per queue) and
+wakes only their producers: an idle queue's producer is not woken by every
+commit of a busy one (with ten idle queues beside a busy one, waking them all
+made ~1,750 empty claims a second and slowed the busy queue's drain).
 
 Example::
 
@@ -18,8 +24,9 @@ from collections.abc import Callable
 from typing import Any
 
 from errands.engines.base import WakeUp
+from errands.engines.sqlite_util import sql
 
-__all__ = ["DataVersionListener", "driver_connection"]
+__all__ = ["DataVersionListener", "driver_connection", "queues_with_available_jobs"]
 
 
 def driver_connection(conn: Any) -> sqlite3.Connection:
@@ -45,8 +52,17 @@ def driver_connection(conn: Any) -> sqlite3.Connection:
     )
 
 
+def queues_with_available_jobs(conn: sqlite3.Connection) -> list[str]:
+    """The queues that have jobs available now, by name (``available_queues.sql``).
+
+    Example: ``queues_with_available_jobs(sqlite3.connect("jobs.db"))``
+    """
+    return [row[0] for row in conn.execute(sql("available_queues")).fetchall()]
+
+
 class DataVersionListener:
-    """Polls ``PRAGMA data_version`` on its own connection; wakes every queue on a change."""
+    """Polls ``PRAGMA data_version`` on its own connection; on a change, wakes the
+    queues that have jobs available (every queue, ``"*"``, if it cannot tell)."""
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], wake_up: WakeUp, every: float):
         self._connect = connect
@@ -67,9 +83,18 @@ class DataVersionListener:
                     continue
                 if version != last:
                     last = version
-                    self._wake_up("*")
+                    self._wake_ready(conn)
         finally:
             conn.close()
+
+    def _wake_ready(self, conn: sqlite3.Connection) -> None:
+        try:
+            queues = queues_with_available_jobs(conn)
+        except sqlite3.Error:
+            self._wake_up("*")  # a hint either way: better a needless claim than a late job
+            return
+        for queue in queues:
+            self._wake_up(queue)
 
     def stop(self) -> None:
         self._stopped.set()
