@@ -217,19 +217,20 @@ def test_postgres_statements_count_what_the_server_runs() -> None:
     assert "_exec_command" not in vars(psycopg.Connection)  # inherited again, not shadowed
 
 
-def _statement_cost(*args: str) -> subprocess.CompletedProcess[str]:
-    script = Path(__file__).parents[2] / "benchmarks" / "pg_statement_cost.py"
+def _probe(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/<script>`` with ``args``, as its docstring's usage does."""
+    path = Path(__file__).parents[2] / "benchmarks" / script
     return subprocess.run(
-        [sys.executable, str(script), *args],
+        [sys.executable, str(path), *args],
         capture_output=True,
         text=True,
         timeout=120,
-        env=dict(os.environ, PYTHONPATH=str(script.parents[1])),
+        env=dict(os.environ, PYTHONPATH=str(path.parents[1])),
     )
 
 
 def test_statement_cost_probes_print_what_they_measure() -> None:
-    insert = _statement_cost("insert", "--rounds", "1", "--per-round", "5")
+    insert = _probe("pg_statement_cost.py", "insert", "--rounds", "1", "--per-round", "5")
     assert insert.returncode == 0, insert.stderr
     figures = re.findall(
         r"([\d.]+) us per insert \(wall\), client CPU +([\d.]+), server CPU +([\d.]+)",
@@ -239,20 +240,13 @@ def test_statement_cost_probes_print_what_they_measure() -> None:
     # took time, and the CPU of both sides was read (0 is possible over 5 inserts).
     assert len(figures) == 5, insert.stdout
     assert all(float(wall) > 0 and float(c) >= 0 and float(s) >= 0 for wall, c, s in figures)
-    drain_run = _statement_cost("drain", "--jobs", "300", "--pairs", "1")
+    drain_run = _probe("pg_statement_cost.py", "drain", "--jobs", "300", "--pairs", "1")
     assert drain_run.returncode == 0, drain_run.stderr  # each pass asserts every job done
     assert drain_run.stdout.count("us per job (server)") == 3, drain_run.stdout
 
 
 def test_the_plan_log_probe_adds_up_a_drains_statements() -> None:
-    script = Path(__file__).parents[2] / "benchmarks" / "pg_plan_log.py"
-    run = subprocess.run(
-        [sys.executable, str(script), "--jobs", "300"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=dict(os.environ, PYTHONPATH=str(script.parents[1])),
-    )
+    run = _probe("pg_plan_log.py", "--jobs", "300")
     assert run.returncode == 0, run.stderr
     assert "drained 300 jobs with 1 process(es)" in run.stdout
     rows = {line.split()[0]: line.split()[1:] for line in run.stdout.splitlines()[2:]}
@@ -262,14 +256,7 @@ def test_the_plan_log_probe_adds_up_a_drains_statements() -> None:
 
 
 def test_the_process_cpu_probe_splits_a_drain_by_postgres_process() -> None:
-    script = Path(__file__).parents[2] / "benchmarks" / "pg_process_cpu.py"
-    run = subprocess.run(
-        [sys.executable, str(script), "--jobs", "2000"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=dict(os.environ, PYTHONPATH=str(script.parents[1])),
-    )
+    run = _probe("pg_process_cpu.py", "--jobs", "2000")
     assert run.returncode == 0, run.stderr
     assert "drained 2000 jobs with 1 process(es)" in run.stdout
     rows = dict(re.findall(r"^(.+?)\s+([\d.]+) us/job$", run.stdout, re.M))
@@ -279,14 +266,7 @@ def test_the_process_cpu_probe_splits_a_drain_by_postgres_process() -> None:
 
 
 def test_the_foreign_backlog_probe_times_claims_that_find_nothing() -> None:
-    script = Path(__file__).parents[2] / "benchmarks" / "foreign_backlog.py"
-    run = subprocess.run(
-        [sys.executable, str(script), "--jobs", "3000", "--tries", "2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=dict(os.environ, PYTHONPATH=str(script.parents[1])),
-    )
+    run = _probe("foreign_backlog.py", "--jobs", "3000", "--tries", "2")
     assert run.returncode == 0, run.stderr
     found = re.findall(
         r"^(sqlite|postgres) +an empty claim: [\d.]+ ms on an empty queue, "
@@ -299,14 +279,7 @@ def test_the_foreign_backlog_probe_times_claims_that_find_nothing() -> None:
 
 
 def test_a_busy_sqlite_queue_does_not_make_idle_queues_claim() -> None:
-    script = Path(__file__).parents[2] / "benchmarks" / "idle_queues.py"
-    run = subprocess.run(
-        [sys.executable, str(script), "--idle", "3", "--jobs", "600"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=dict(os.environ, PYTHONPATH=str(script.parents[1])),
-    )
+    run = _probe("idle_queues.py", "--idle", "3", "--jobs", "600")
     assert run.returncode == 0, run.stderr
     assert re.search(r"^busy queue: 600 jobs of 2 ms at [\d,]+ jobs/s", run.stdout, re.M)
     # Woken on every commit of the busy queue's claims and outcomes, they made
