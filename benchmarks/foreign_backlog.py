@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import errands
+from errands.bench.workloads import Target
 
 PG_URL = os.environ.get("ERRANDS_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SCHEMA = "errands_foreign_backlog"
@@ -55,11 +56,12 @@ def _time_claims(app: errands.App, tries: int) -> list[float]:
     return timings
 
 
-def empty_claim_ms(url: str, schema: str | None, jobs: int, tries: int) -> tuple[float, float, int]:
+def empty_claim_ms(target: Target, jobs: int, tries: int) -> tuple[float, float, int]:
     """Median milliseconds of the partial app's empty claims: on an empty queue, then behind
     ``jobs`` waiting jobs of the other worker; and how many jobs still wait after them."""
+    target.reset()
+    url, schema = target.url, target.schema
     everything, part = _apps(url, schema)
-    part.ensure_schema()
     alone = statistics.median(_time_claims(part, tries))
     batch = [everything.new_job("theirs", {}) for _ in range(min(jobs, 10_000))]
     for start in range(0, jobs, 10_000):
@@ -76,13 +78,6 @@ def empty_claim_ms(url: str, schema: str | None, jobs: int, tries: int) -> tuple
     return alone, behind, waiting
 
 
-def _drop_schema() -> None:
-    import psycopg
-
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", choices=["sqlite", "postgres", "all"], default="all")
@@ -94,14 +89,11 @@ def main() -> None:
     results: dict[str, tuple[float, float, int]] = {}
     if args.engine in ("sqlite", "all"):
         with tempfile.TemporaryDirectory() as tmp:
-            url = f"sqlite:///{Path(tmp) / 'foreign.db'}"
-            results["sqlite"] = empty_claim_ms(url, None, args.jobs, args.tries)
+            target = Target.sqlite(str(Path(tmp) / "foreign.db"))
+            results["sqlite"] = empty_claim_ms(target, args.jobs, args.tries)
     if args.engine in ("postgres", "all"):
-        _drop_schema()
-        try:
-            results["postgres"] = empty_claim_ms(PG_URL, SCHEMA, args.jobs, args.tries)
-        finally:
-            _drop_schema()
+        target = Target.postgres(PG_URL, SCHEMA)
+        results["postgres"] = empty_claim_ms(target, args.jobs, args.tries)
     for engine, (alone, behind, waiting) in results.items():
         print(
             f"{engine:9} an empty claim: {alone:.2f} ms on an empty queue, "
