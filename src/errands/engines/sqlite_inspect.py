@@ -18,8 +18,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from errands.engines.rows import job_from_row
-from errands.engines.sqlite_listen import queues_with_available_jobs
-from errands.engines.sqlite_util import dict_rows, json_list, sql
+from errands.engines.sqlite_util import dict_rows, json_list, queues_with_available_jobs, sql
 from errands.job import Job
 
 __all__ = ["SQLiteInspect"]

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from typing import Any
 
 from errands.engines.base import WakeUp
-from errands.engines.sqlite_util import sql
+from errands.engines.sqlite_util import queues_with_available_jobs
 
-__all__ = ["DataVersionListener", "driver_connection", "queues_with_available_jobs"]
+__all__ = ["DataVersionListener", "driver_connection"]
 
 
 def driver_connection(conn: Any) -> sqlite3.Connection:
@@ -50,14 +50,6 @@ def driver_connection(conn: Any) -> sqlite3.Connection:
         "conn must be a sqlite3.Connection or a SQLAlchemy Connection/Session on sqlite, "
         f"got {module}.{type(conn).__qualname__}"
     )
-
-
-def queues_with_available_jobs(conn: sqlite3.Connection) -> list[str]:
-    """The queues that have jobs available now, by name (``available_queues.sql``).
-
-    Example: ``queues_with_available_jobs(sqlite3.connect("jobs.db"))``
-    """
-    return [row[0] for row in conn.execute(sql("available_queues")).fetchall()]
 
 
 class DataVersionListener:

@@ -24,6 +24,7 @@ __all__ = [
     "dict_rows",
     "job_from_claim",
     "json_list",
+    "queues_with_available_jobs",
     "read_claimed",
     "require_sqlite",
     "sql",
@@ -99,6 +100,14 @@ def read_claimed(
     cursor = conn.execute(sql("claimed_jobs"), {"ids": ids, "producer": producer})
     cursor.row_factory = sqlite3.Row  # applies to the rows fetched from here on
     return cursor.fetchall()
+
+
+def queues_with_available_jobs(conn: sqlite3.Connection) -> list[str]:
+    """The queues that have jobs available now, by name (``available_queues.sql``).
+
+    Example: ``queues_with_available_jobs(sqlite3.connect("jobs.db"))``
+    """
+    return [row[0] for row in conn.execute(sql("available_queues")).fetchall()]
 
 
 def job_from_claim(row: Sequence[Any]) -> Job:
